@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON     ?= python3.11
-VENV       := .venv
+VENV       ?= .venv
 BIN        := $(VENV)/bin
 STATE_DIR  ?= $(or $(PANFAAS_STATE_DIR),$(CURDIR)/.aio)
 export PANFAAS_STATE_DIR := $(STATE_DIR)

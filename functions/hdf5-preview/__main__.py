@@ -70,7 +70,7 @@ class HttpFile(io.RawIOBase):
     def _req(self, method, rng=None):
         req = urllib.request.Request(self.url, method=method)
         if rng:
-            req.add_header("Range", "bytes=%d-%d" % rng)
+            req.add_header("Range", f"bytes={rng[0]}-{rng[1]}")
         return req
 
     def _get(self, rng):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -44,8 +43,6 @@ def port_in_use(host: str, port: int) -> bool:
 
 def preflight(state_dir: Path, ports: dict[str, int], host: str = "127.0.0.1") -> None:
     """Fail early, in one line, when a service port is taken by something that is not ours."""
-    if sys.version_info < (3, 11):
-        raise PreflightError(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     sock = state_dir / "run" / "supervisor.sock"
     if len(str(sock)) > 100:
         raise PreflightError(f"state directory path too long for a unix socket ({sock}); "
@@ -57,9 +54,8 @@ def preflight(state_dir: Path, ports: dict[str, int], host: str = "127.0.0.1") -
             raise PreflightError(f"port {port} is configured for both {seen[port]} and {service}")
         seen[port] = service
         if port_in_use(host, port) and ours.get(service) != "RUNNING":
-            raise PreflightError(
-                f"port {port} ({service}) is already in use by another process: stop it, or pick "
-                f"another port with -e aio_{service}_port=N (inventories/local/group_vars/all/aio.yml)")
+            raise PreflightError(f"port {port} ({service}) is in use by another process: "
+                                 f"free it or set aio_{service}_port")
 
 
 def smoke(endpoints_file: Path, timeout: float = 120.0, directory: str = "/data/smoke") -> dict:

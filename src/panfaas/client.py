@@ -14,8 +14,9 @@ import posixpath
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import requests
 
@@ -72,7 +73,7 @@ class Functions:
         self.timeout = timeout
 
     @classmethod
-    def from_endpoints(cls, path: str | os.PathLike | None = None) -> "Functions":
+    def from_endpoints(cls, path: str | os.PathLike | None = None) -> Functions:
         rt = load_endpoints(path)["runtime"]
         return cls(rt["api_host"], rt["auth"], rt.get("namespace", "_"))
 
@@ -167,7 +168,7 @@ class Storage:
         self.timeout = timeout
 
     @classmethod
-    def from_endpoints(cls, path: str | os.PathLike | None = None) -> "Storage":
+    def from_endpoints(cls, path: str | os.PathLike | None = None) -> Storage:
         st = load_endpoints(path)["storage"]
         return cls(st["url"], st.get("username"), st.get("password"))
 

@@ -33,7 +33,7 @@ def action_code(src: str | Path) -> tuple[str, bool]:
         return files[0].read_text(), False
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for f, name in zip(files, names):
+        for f, name in zip(files, names, strict=True):
             info = zipfile.ZipInfo(name, ZIP_EPOCH)
             info.external_attr = (0o755 if name == "exec" else 0o644) << 16
             z.writestr(info, f.read_bytes(), zipfile.ZIP_DEFLATED)

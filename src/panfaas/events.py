@@ -29,7 +29,7 @@ class EventError(ValueError):
 
 def local_isodate(ts: float | None = None) -> str:
     """ISO_OFFSET_DATE_TIME in the server's zone, milliseconds: dCache's `date`."""
-    now = dt.datetime.fromtimestamp(ts, dt.timezone.utc) if ts else dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.fromtimestamp(ts, dt.UTC) if ts else dt.datetime.now(dt.UTC)
     return now.astimezone().isoformat(timespec="milliseconds")
 
 

@@ -20,7 +20,7 @@ import ipaddress
 import posixpath
 import re
 import secrets
-from typing import Iterable
+from collections.abc import Iterable
 
 import pymacaroons
 from pymacaroons.exceptions import MacaroonException
@@ -60,14 +60,14 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def format_instant(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
         f"{t.microsecond // 1000:03d}Z"
 
 
 def parse_instant(text: str) -> dt.datetime:
     if not text.endswith("Z"):
         raise ValueError("before: must be an ISO-8601 UTC instant ending in Z")
-    return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
 
 
 def _join(base: str, rel: str) -> str:
@@ -202,7 +202,7 @@ class MacaroonAuthority:
              caveats: list[str] = (), validity: str | None = None,
              inherited: list[str] = (), now: dt.datetime | None = None) -> str:
         """A new macaroon for `path` (the request path, relative to `inherited`)."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         requested = list(caveats)
         check_caveats(list(inherited) + requested, for_minting=True)  # rejects unknown keys early
         if any(c.startswith(("id:", "iid:")) for c in requested):
@@ -253,7 +253,7 @@ class MacaroonAuthority:
         except Exception:
             raise MacaroonError("macaroon signature does not verify") from None
         grant = check_caveats(caveats)
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         if grant.before is None:
             raise MacaroonError("macaroon has no expiry")
         if now >= grant.before:

@@ -182,7 +182,7 @@ class UrlGenerator:
                     last = f"HTTP {r.status}: {(await r.text())[:200]}"
                     if 400 <= r.status < 500 and r.status not in (408, 429):
                         break  # refused, retrying will not help
-            except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as e:
+            except (TimeoutError, aiohttp.ClientError, KeyError, ValueError) as e:
                 last = repr(e)
             if attempt < self.retries:
                 await asyncio.sleep(delay)

@@ -161,7 +161,7 @@ class Api:
         wait = min(int(request.query.get("timeout", BLOCKING_WAIT_MS)), BLOCKING_WAIT_MS) / 1000.0
         try:
             rec = await asyncio.wait_for(asyncio.shield(task), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return web.json_response({"activationId": aid}, status=202, headers=headers)
         code = rec["statusCode"]
         status = 200 if code == 0 else 500 if code == 3 else 502
@@ -325,7 +325,8 @@ class Api:
             since = int(q["since"]) if "since" in q else None
             upto = int(q["upto"]) if "upto" in q else None
         except ValueError:
-            raise ApiError(400, "The request content was malformed: limit, skip, since and upto are integers.") from None
+            raise ApiError(400, "The request content was malformed: "
+                                "limit, skip, since and upto are integers.") from None
         name = q.get("name")
         docs = await asyncio.to_thread(self.rt.store.activations, ns, name=name.split("/")[-1] if name else None,
                                        limit=limit, skip=skip, since=since, upto=upto)

@@ -53,7 +53,7 @@ class Outcome:
 
 
 def log_line(stream: str, text: str) -> str:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
     return f"{ts:<30} {stream}: {text}"
 
@@ -158,7 +158,7 @@ class PythonProcess:
                         asyncio.create_task(self._pump("stderr", self.proc.stderr))]
         try:
             line = await asyncio.wait_for(self.results.readline(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             return False, "timeout"
         if not line:
@@ -190,7 +190,7 @@ class PythonProcess:
     async def _await_ends(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.ends.values())), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def run(self, payload: dict, timeout: float, logs: LogBuffer) -> Outcome:
@@ -201,7 +201,7 @@ class PythonProcess:
         try:
             await self.proc.stdin.drain()
             line = await asyncio.wait_for(self.results.readline(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             return Outcome(DEVELOPER_ERROR, {"error": "The action exceeded its time limits of "
                                              f"{int(timeout * 1000)} milliseconds."},
@@ -235,7 +235,7 @@ class PythonProcess:
         if self.proc:
             try:
                 rc = await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         for t in self.readers:
             t.cancel()
@@ -363,7 +363,7 @@ class Executor:
             pass
         try:
             await asyncio.wait_for(asyncio.gather(proc.wait(), *readers), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:

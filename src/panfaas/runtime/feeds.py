@@ -14,7 +14,7 @@ import asyncio
 import base64
 import json
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from ..kafka import start_consumer
 

@@ -1,0 +1,45 @@
+"""Checks on the repository itself: generated docs are current, layout conventions hold."""
+
+import subprocess
+import sys
+
+import yaml
+
+from services import REPO
+
+
+def test_role_readmes_match_their_argument_specs():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "role-docs"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_every_role_has_argument_specs_and_readme():
+    for role in (REPO / "roles").iterdir():
+        spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+        assert "main" in spec["argument_specs"], role.name
+        assert (role / "README.md").exists(), role.name
+
+
+def test_role_variables_carry_the_role_prefix():
+    for role in (REPO / "roles").iterdir():
+        defaults = role / "defaults" / "main.yml"
+        if defaults.exists():
+            for name in yaml.safe_load(defaults.read_text()) or {}:
+                assert name.startswith(role.name + "_"), f"{role.name}: {name}"
+
+
+def test_every_function_has_its_files():
+    for fn in (REPO / "functions").iterdir():
+        if fn.is_dir():
+            assert (fn / "__main__.py").exists() or (fn / "exec").exists(), fn.name
+            for f in ("function.yml", "README.md", "Dockerfile"):
+                assert (fn / f).exists(), f"{fn.name}/{f}"
+
+
+def test_missing_python_fails_with_one_clear_line(tmp_path):
+    out = subprocess.run(["make", "-s", "venv", f"VENV={tmp_path}/venv", "PYTHON=python3.11-does-not-exist"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0
+    lines = [x for x in out.stdout.splitlines() + out.stderr.splitlines() if x.startswith("panfaas:")]
+    assert len(lines) == 1 and "python3.11-does-not-exist not found" in lines[0], out
