@@ -50,11 +50,14 @@ bench: venv  ## Run the benchmarks (they print figures and ratios)
 	@for b in bench/*.py; do echo "==> $$b"; $(BIN)/python $$b || exit 1; done
 
 status:  ## Show the all-in-one services and endpoints
-	@if [ -S $(STATE_DIR)/run/supervisor.sock ]; then $(SUPERVISORCTL) status || true; else echo "not running ($(STATE_DIR))"; fi
+	@if [ -S $(STATE_DIR)/run/supervisor.sock ] && $(SUPERVISORCTL) pid >/dev/null 2>&1; then $(SUPERVISORCTL) status || true; else echo "not running ($(STATE_DIR))"; fi
 	@if [ -f $(STATE_DIR)/endpoints.json ]; then $(BIN)/python -c 'import json,sys; e=json.load(open(sys.argv[1])); print("broker  ", e["broker"]["bootstrap"]); print("storage ", e["storage"]["url"], "(user", e["storage"]["username"] + ")"); print("runtime ", e["runtime"]["api_host"], "(namespace", e["runtime"]["namespace"] + ")")' $(STATE_DIR)/endpoints.json; fi
 
 stop:  ## Stop every all-in-one service (state is kept; make deploy starts them again)
-	@if [ -S $(STATE_DIR)/run/supervisor.sock ] && $(SUPERVISORCTL) pid >/dev/null 2>&1; then $(SUPERVISORCTL) shutdown; else echo "not running"; fi
+	@if [ -S $(STATE_DIR)/run/supervisor.sock ] && $(SUPERVISORCTL) pid >/dev/null 2>&1; then \
+	  $(SUPERVISORCTL) shutdown; \
+	  for i in $$(seq 100); do [ -e $(STATE_DIR)/run/supervisord.pid ] || break; sleep 0.2; done; \
+	else echo "not running"; fi
 
 clean: stop  ## Stop and delete the all-in-one state (data, secrets, logs)
 	rm -rf $(STATE_DIR)
