@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -283,3 +284,30 @@ def load_function(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# -- the all-in-one as deployed by Ansible ------------------------------------
+
+def playbook(name: str, state: Path, ports: dict, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PANFAAS_STATE_DIR": str(state), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "ANSIBLE_FORCE_COLOR": "0"}
+    args = [str(BIN / "ansible-playbook"), f"playbooks/{name}"]
+    for k, v in ports.items():
+        args += ["-e", f"aio_{k}_port={v}"]
+    out = subprocess.run(args + list(extra), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{name} failed ({out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def recap(output: str) -> dict:
+    m = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert m, output[-2000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()), strict=True))
+
+
+def endpoints(aio: dict) -> dict:
+    """The deployment's endpoints.json (aio: the e2e `aio` fixture)."""
+    return json.loads((aio["state"] / "endpoints.json").read_text())
+
+
