@@ -43,8 +43,14 @@ def billing_transfer(*, path: str, pnfsid: str, size: int, is_write: bool, clien
                      transfer_ms: int, cell: str = "pool1", domain: str = "aioDomain",
                      door: str = "WebDAV-aio", storage_info: str = "aio:disk@osm",
                      status: tuple[int, str] = (0, ""), protocol: str = "Http",
-                     local_endpoint: str | None = None) -> dict:
-    """A pool `transfer` message (MoverInfoMessage), field for field."""
+                     local_endpoint: str | None = None, transfer_size: int | None = None,
+                     transfer_path: str | None = None) -> dict:
+    """A pool `transfer` message (MoverInfoMessage), field for field.
+
+    `size` is the file's size, `transfer_size` the bytes moved (less for a ranged
+    or interrupted download; defaults to `size`). `path` is the namespace path
+    (billingPath), `transfer_path` the one the client used (defaults to `path`)."""
+    moved = size if transfer_size is None else transfer_size
     seconds = max(transfer_ms, 1) / 1000.0
     msg: dict[str, Any] = {
         "version": "1.0", "msgType": "transfer", "date": local_isodate(),
@@ -52,9 +58,9 @@ def billing_transfer(*, path: str, pnfsid: str, size: int, is_write: bool, clien
     }
     active = f"PT{seconds:.3f}S"
     if is_write:
-        msg.update(meanWriteBandwidth=size / seconds, writeIdle="PT0S", writeActive=active)
+        msg.update(meanWriteBandwidth=moved / seconds, writeIdle="PT0S", writeActive=active)
     else:
-        msg.update(meanReadBandwidth=size / seconds, readIdle="PT0S", readActive=active)
+        msg.update(meanReadBandwidth=moved / seconds, readIdle="PT0S", readActive=active)
     if local_endpoint:
         msg["localEndpoint"] = local_endpoint
     msg.update({
@@ -62,12 +68,12 @@ def billing_transfer(*, path: str, pnfsid: str, size: int, is_write: bool, clien
         "session": session,
         "subject": subject_principals(user, uid, gid, client),
         "pnfsid": pnfsid, "billingPath": path, "fileSize": size,
-        "storageInfo": storage_info, "transferSize": size, "transferTime": transfer_ms,
+        "storageInfo": storage_info, "transferSize": moved, "transferTime": transfer_ms,
         "isWrite": "write" if is_write else "read",
         "protocolInfo": {"protocol": protocol, "versionMajor": 1, "versionMinor": 1,
                          "port": client_port, "host": client},
         "initiator": f"door:{door}@{domain}:{session.rsplit(':', 1)[-1]}",
-        "isP2p": False, "transferPath": path,
+        "isP2p": False, "transferPath": transfer_path or path,
     })
     return msg
 
@@ -78,7 +84,9 @@ _MOVER_DROP = ("subject", "pnfsid", "fileSize", "initiator", "billingPath", "sto
 def billing_request(transfer: dict, *, user: str, uid: int, gid: int, client: str,
                     door: str = "WebDAV-aio", domain: str = "aioDomain",
                     session_ms: int = 0) -> dict:
-    """The door's `request` message for a transfer (DoorRequestInfoMessage, dCache >= 6.2)."""
+    """The door's `request` message for a transfer (DoorRequestInfoMessage, dCache >= 6.2).
+
+    It nests the pool's mover info, except for a failed transfer (dCache leaves it out)."""
     mover = {k: v for k, v in transfer.items() if k not in _MOVER_DROP}
     msg = {
         "VERSION": "1.0", "msgType": "request", "date": local_isodate(), "queuingTime": 0,
@@ -89,8 +97,9 @@ def billing_request(transfer: dict, *, user: str, uid: int, gid: int, client: st
         "client": client, "clientChain": client, "mappedUID": uid, "mappedGID": gid,
         "owner": user, "pnfsid": transfer["pnfsid"], "billingPath": transfer["billingPath"],
         "fileSize": transfer["fileSize"], "storageInfo": transfer["storageInfo"],
-        "moverInfo": mover,
     }
+    if transfer["status"]["code"] == 0:
+        msg["moverInfo"] = mover
     return msg
 
 

@@ -1,15 +1,22 @@
-"""Macaroons as dCache mints and checks them (pymacaroons, V1 base64url).
+"""Macaroons as dCache mints and checks them (pymacaroons, V1 serialisation, base64url).
 
 Caveats (dCache's `CaveatType`): home, root, path, activity, id, before, ip,
-max-upload, iid. Any other key invalidates the macaroon. Semantics:
-* `activity:A,B`: several caveats intersect; READ_METADATA is implied by any.
-* `path:` and `root:` concatenate: `path:/data` then `path:/run1` means /data/run1.
-  `root:` also re-bases the request path (chroot).
-* `before:` ISO-8601 instant ending in Z; the earliest wins.
-* `ip:` addresses or CIDRs; every ip caveat must admit the client.
+max-upload, iid. Any other key invalidates the macaroon. Semantics (dCache's
+user guide, "Understanding dCache caveats"):
+* `iid:` issue id, first caveat, and `id:uid;gid[,gid...];username`: added by
+  the storage; exactly one of each.
+* `activity:A,B`: several caveats intersect; READ_METADATA is implied by any
+  other activity; an empty list allows nothing.
+* `path:` visible subtree, `root:` chroot; several of either concatenate
+  (`path:/data` + `path:/run1` = `/data/run1`). Ancestors of the path stay
+  visible (for listing) and the rest of the namespace is hidden. Values must be
+  absolute and may not contain `..` (so attenuation can only narrow).
+* `home:` the home directory (informational here; /api/v1/user reports it).
+* `before:` ISO-8601 instant ending in Z; every one must hold.
+* `ip:` addresses or CIDR subnets, comma-separated; every ip caveat must admit the client.
 * `max-upload:` bytes; the smallest wins.
-* `id:uid;gid[,gid];username` and `iid:` are added by the storage; exactly one each.
-Reference: shared/reference/dcache-events-macaroons-cxi.md §3.
+A macaroon requested with a macaroon inherits all of its caveats (and gets a
+new iid). Reference: shared/reference/dcache-events-macaroons-cxi.md §3.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ ACTIVITIES = ("READ_METADATA", "UPDATE_METADATA", "LIST", "DOWNLOAD", "MANAGE", 
               "DELETE", "STAGE")
 CAVEAT_KEYS = ("home", "root", "path", "activity", "id", "before", "ip", "max-upload", "iid")
 
-# What each HTTP method needs (dCache's WebDAV door). PUT over an existing file
-# needs DELETE as well; PROPFIND on a directory needs LIST (checked by the door).
+# What each HTTP method needs (dCache's WebDAV door). A PUT over an existing file
+# needs DELETE as well and a PROPFIND listing a directory needs LIST: the door adds those.
 METHOD_ACTIVITY = {
     "GET": "DOWNLOAD", "HEAD": "READ_METADATA", "PUT": "UPLOAD", "DELETE": "DELETE",
-    "MKCOL": "MANAGE", "MOVE": "MANAGE", "PROPFIND": "READ_METADATA", "OPTIONS": "READ_METADATA",
+    "MKCOL": "MANAGE", "MOVE": "MANAGE", "PROPFIND": "READ_METADATA",
+    "PROPPATCH": "UPDATE_METADATA", "OPTIONS": "READ_METADATA",
 }
 
 
@@ -53,25 +61,40 @@ _DURATION = re.compile(
 def parse_duration(text: str) -> dt.timedelta:
     """ISO-8601 duration (PT15M, P1DT12H) as java.time.Duration accepts it."""
     m = _DURATION.match(text.strip()) if isinstance(text, str) else None
-    if not m or text.strip() in ("P", "PT") or not any(m.groupdict().values()):
+    if not m or text.strip() in ("P", "PT") or text.strip().endswith("T") or not any(m.groupdict().values()):
         raise ValueError(f"not an ISO-8601 duration: {text!r}")
     g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
     return dt.timedelta(days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
 
 
 def format_instant(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{t.microsecond // 1000:03d}Z"
+    t = t.astimezone(dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def parse_instant(text: str) -> dt.datetime:
     if not text.endswith("Z"):
-        raise ValueError("before: must be an ISO-8601 UTC instant ending in Z")
-    return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
+        raise ValueError("an ISO-8601 UTC instant ending in Z is required")
+    try:
+        return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 instant: {text!r}") from None
 
 
-def _join(base: str, rel: str) -> str:
-    return posixpath.normpath(posixpath.join(base, rel.lstrip("/"))) if rel else base
+def join(base: str, rel: str) -> str:
+    """`rel` resolved below `base` (concatenation, as dCache combines path and root caveats)."""
+    rel = rel.strip("/")
+    return posixpath.normpath(posixpath.join(base, rel)) if rel else posixpath.normpath(base)
+
+
+def is_within(path: str, limit: str) -> bool:
+    return limit == "/" or path == limit or path.startswith(limit.rstrip("/") + "/")
+
+
+def _absolute_path(key: str, value: str) -> str:
+    if not value.startswith("/") or ".." in value.split("/") or "\0" in value:
+        raise MacaroonError(f"bad {key} caveat: {value!r} (an absolute path without '..' is required)")
+    return value
 
 
 @dataclasses.dataclass
@@ -83,7 +106,7 @@ class Grant:
     username: str
     iid: str
     activities: frozenset[str] | None = None   # None: unrestricted
-    path: str = "/"                            # visible subtree, after root
+    path: str = "/"                            # visible subtree, as the client sees it (after root)
     root: str = "/"
     home: str | None = None
     before: dt.datetime | None = None
@@ -91,18 +114,17 @@ class Grant:
     max_upload: int | None = None
     caveats: list[str] = dataclasses.field(default_factory=list)
 
-    def resolve(self, request_path: str) -> str:
-        """The namespace path a request URL path refers to, with root applied."""
-        return _join(self.root, request_path) if self.root != "/" else posixpath.normpath(request_path)
+    @property
+    def limit(self) -> str:
+        """The visible subtree in namespace terms (root and path combined)."""
+        return join(self.root, self.path)
 
     def allows_path(self, ns_path: str) -> bool:
-        limit = _join(self.root, self.path) if self.path != "/" else self.root
-        return limit == "/" or ns_path == limit or ns_path.startswith(limit.rstrip("/") + "/") \
-            or limit.startswith(ns_path.rstrip("/") + "/")  # ancestors are visible for traversal
+        """Visible: inside the subtree, or one of its ancestors (for traversal and listing)."""
+        return is_within(ns_path, self.limit) or is_within(self.limit, ns_path)
 
     def within_path(self, ns_path: str) -> bool:
-        limit = _join(self.root, self.path) if self.path != "/" else self.root
-        return limit == "/" or ns_path == limit or ns_path.startswith(limit.rstrip("/") + "/")
+        return is_within(ns_path, self.limit)
 
     def allows(self, activity: str) -> bool:
         if self.activities is None:
@@ -110,11 +132,21 @@ class Grant:
         return activity in self.activities or (activity == "READ_METADATA" and bool(self.activities))
 
     def allows_ip(self, client: str) -> bool:
+        if not self.ips:
+            return True
         try:
             addr = ipaddress.ip_address(client)
         except ValueError:
             return False
         return all(any(addr in net for net in nets) for nets in self.ips)
+
+    def relative(self, client_path: str) -> str | None:
+        """`client_path` relative to this grant's path; "" for an ancestor, None when outside."""
+        if is_within(client_path, self.path):
+            return "" if client_path == self.path else client_path[len(self.path.rstrip("/")):]
+        if is_within(self.path, client_path):
+            return ""
+        return None
 
 
 def _parse_ip_list(value: str) -> list:
@@ -126,62 +158,76 @@ def _parse_ip_list(value: str) -> list:
         try:
             nets.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise MacaroonError(f"bad ip caveat value: {part!r}", 400) from None
+            raise MacaroonError(f"bad ip caveat value: {part!r}") from None
+    if not nets:
+        raise MacaroonError("bad ip caveat: no address given")
     return nets
 
 
 def check_caveats(caveats: Iterable[str], *, for_minting: bool = False) -> Grant:
-    """Evaluate caveat semantics (not the signature); raises MacaroonError."""
+    """Evaluate caveat semantics (not the signature); raises MacaroonError.
+
+    Errors are 401 when checking a macaroon that is used, 400 when a client asks
+    for a macaroon with such caveats (`for_minting`)."""
+    status = 400 if for_minting else 401
+    try:
+        return _check(caveats, for_minting)
+    except MacaroonError as e:
+        raise MacaroonError(str(e), status) from None
+
+
+def _check(caveats: Iterable[str], for_minting: bool) -> Grant:
     ids, iids = [], []
     g = Grant(uid=-1, gids=[], username="", iid="")
     acts: frozenset[str] | None = None
     for cav in caveats:
         key, sep, value = cav.partition(":")
         if not sep or key not in CAVEAT_KEYS:
-            raise MacaroonError(f"unknown caveat: {cav!r}", 400 if for_minting else 401)
+            raise MacaroonError(f"unknown caveat: {cav!r}")
         if key == "activity":
             wanted = frozenset(a.strip() for a in value.split(",") if a.strip())
             bad = wanted - set(ACTIVITIES)
             if bad:
-                raise MacaroonError(f"unknown activity: {','.join(sorted(bad))}", 400)
+                raise MacaroonError(f"unknown activity: {','.join(sorted(bad))}")
             acts = wanted if acts is None else acts & wanted
         elif key == "path":
-            g.path = _join(g.path, value)
+            g.path = join(g.path, _absolute_path(key, value))
         elif key == "root":
-            g.root = _join(g.root, value)
+            g.root = join(g.root, _absolute_path(key, value))
         elif key == "home":
-            g.home = value
+            g.home = _absolute_path(key, value)
         elif key == "before":
             try:
                 t = parse_instant(value)
             except ValueError as e:
-                raise MacaroonError(f"bad before caveat: {e}", 400) from None
+                raise MacaroonError(f"bad before caveat: {e}") from None
             g.before = t if g.before is None else min(g.before, t)
         elif key == "ip":
             g.ips.append(_parse_ip_list(value))
         elif key == "max-upload":
-            try:
-                n = int(value)
-            except ValueError:
-                raise MacaroonError(f"bad max-upload caveat: {value!r}", 400) from None
-            g.max_upload = n if g.max_upload is None else min(g.max_upload, n)
+            if not value.isdigit():
+                raise MacaroonError(f"bad max-upload caveat: {value!r} (bytes expected)")
+            g.max_upload = int(value) if g.max_upload is None else min(g.max_upload, int(value))
         elif key == "id":
             ids.append(value)
         elif key == "iid":
             iids.append(value)
         g.caveats.append(cav)
     g.activities = acts
-    if not for_minting:
-        if len(ids) != 1 or len(iids) != 1:
-            raise MacaroonError("macaroon must carry exactly one id and one iid caveat")
-        uid, _, rest = ids[0].partition(";")
-        gids, _, name = rest.partition(";")
-        try:
-            g.uid = int(uid)
-            g.gids = [int(x) for x in gids.split(",") if x]
-        except ValueError:
-            raise MacaroonError(f"bad id caveat: {ids[0]!r}") from None
-        g.username, g.iid = name, iids[0]
+    if for_minting:
+        return g
+    if len(ids) != 1 or len(iids) != 1:
+        raise MacaroonError("macaroon must carry exactly one id and one iid caveat")
+    uid, _, rest = ids[0].partition(";")
+    gids, _, name = rest.partition(";")
+    try:
+        g.uid = int(uid)
+        g.gids = [int(x) for x in gids.split(",") if x]
+    except ValueError:
+        raise MacaroonError(f"bad id caveat: {ids[0]!r}") from None
+    if not name:
+        raise MacaroonError(f"bad id caveat: {ids[0]!r} (no username)")
+    g.username, g.iid = name, iids[0]
     return g
 
 
@@ -193,6 +239,8 @@ class MacaroonAuthority:
                  max_lifetime: dt.timedelta = dt.timedelta(days=7)):
         if len(root_key) < 16:
             raise ValueError("macaroon root key must be at least 16 bytes")
+        if default_lifetime > max_lifetime:
+            raise ValueError("macaroon default lifetime is longer than the maximum lifetime")
         self.root_key = root_key
         self.location = location
         self.default_lifetime = default_lifetime
@@ -200,57 +248,70 @@ class MacaroonAuthority:
 
     def mint(self, *, uid: int, gids: list[int], username: str, path: str,
              caveats: list[str] = (), validity: str | None = None,
-             inherited: list[str] = (), now: dt.datetime | None = None) -> str:
-        """A new macaroon for `path` (the request path, relative to `inherited`)."""
+             inherited: list[str] = (), home: str | None = None, root: str | None = None,
+             now: dt.datetime | None = None) -> str:
+        """A new macaroon for `path` (the request path, relative to what `inherited` allows).
+
+        `inherited` are the caveats of the macaroon the request was made with: the
+        new one keeps all of them (with a fresh iid). `home`/`root` are those of a
+        user who asked with a password."""
         now = now or dt.datetime.now(dt.UTC)
         requested = list(caveats)
-        check_caveats(list(inherited) + requested, for_minting=True)  # rejects unknown keys early
         if any(c.startswith(("id:", "iid:")) for c in requested):
             raise MacaroonError("id and iid caveats are added by the storage", 400)
-        lifetime = self.default_lifetime
-        if validity:
+        check_caveats(list(inherited) + requested, for_minting=True)
+        expiry = None
+        if validity is not None:
             try:
                 lifetime = parse_duration(validity)
             except ValueError as e:
-                raise MacaroonError(str(e), 400) from None
-        if lifetime > self.max_lifetime:
-            raise MacaroonError("before: requested duration beyond maximum allowed", 400)
-        expiry = now + lifetime
-        for c in requested:
-            if c.startswith("before:"):
-                try:
-                    t = parse_instant(c[7:])
-                except ValueError as e:
-                    raise MacaroonError(str(e), 400) from None
-                if t - now > self.max_lifetime:
-                    raise MacaroonError("before: requested duration beyond maximum allowed", 400)
-        m = pymacaroons.Macaroon(location=self.location, identifier=secrets.token_urlsafe(12),
-                                 key=self.root_key)
-        # A macaroon requested with a macaroon keeps its caveats, identity included.
-        all_caveats = list(inherited) or [f"id:{uid};{','.join(map(str, gids))};{username}",
-                                          f"iid:{secrets.token_urlsafe(9)}"]
+                raise MacaroonError(f"bad validity: {e}", 400) from None
+            if lifetime <= dt.timedelta(0):
+                raise MacaroonError("validity must be positive", 400)
+            if lifetime > self.max_lifetime:
+                raise MacaroonError("before: requested duration beyond maximum allowed", 400)
+            expiry = now + lifetime
+        requested_before = [parse_instant(c[7:]) for c in requested if c.startswith("before:")]
+        for t in requested_before:
+            if t - now > self.max_lifetime:
+                raise MacaroonError("before: requested duration beyond maximum allowed", 400)
+        if expiry is None and not requested_before:
+            expiry = now + self.default_lifetime
+        if inherited:
+            base = [c for c in inherited if not c.startswith("iid:")]
+        else:
+            base = [f"id:{uid};{','.join(map(str, gids))};{username}"]
+            if home and home != "/":
+                base.append(f"home:{home}")
+            if root and root != "/":
+                base.append(f"root:{root}")
+        all_caveats = [f"iid:{secrets.token_urlsafe(6)}", *base]
         if path and path != "/":
             all_caveats.append(f"path:{path}")
         all_caveats += requested
-        all_caveats.append(f"before:{format_instant(expiry)}")
+        if expiry is not None:
+            all_caveats.append(f"before:{format_instant(expiry)}")
+        check_caveats(all_caveats)  # what we hand out must verify
+        m = pymacaroons.Macaroon(location=self.location, identifier=secrets.token_urlsafe(6),
+                                 key=self.root_key)
         for c in all_caveats:
             m.add_first_party_caveat(c)
         return m.serialize()
 
     def verify(self, token: str, *, now: dt.datetime | None = None) -> Grant:
-        """Check signature, caveat syntax and expiry; path/activity/ip are the door's job."""
+        """Check signature, caveat syntax and expiry; path/activity/ip are applied by the door."""
         try:
             m = pymacaroons.Macaroon.deserialize(token)
         except Exception:
             raise MacaroonError("malformed macaroon") from None
+        if any(c.third_party() for c in m.caveats):
+            raise MacaroonError("third-party caveats are not supported")
         caveats = [c.caveat_id for c in m.caveats]
         v = pymacaroons.Verifier()
         v.satisfy_general(lambda _c: True)  # semantics are checked below, not by predicate
         try:
             v.verify(m, self.root_key)
-        except MacaroonException:
-            raise MacaroonError("macaroon signature does not verify") from None
-        except Exception:
+        except (MacaroonException, Exception):
             raise MacaroonError("macaroon signature does not verify") from None
         grant = check_caveats(caveats)
         now = now or dt.datetime.now(dt.UTC)

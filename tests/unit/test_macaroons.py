@@ -77,7 +77,8 @@ def test_inherited_macaroon_keeps_caveats():
     child = a.verify(mint(a, path="/run1", inherited=parent.caveats))
     assert child.path == "/data/run1"
     assert not child.allows("UPLOAD")
-    assert child.iid == parent.iid
+    assert child.iid != parent.iid          # a new issue, with the same identity
+    assert (child.uid, child.username) == (parent.uid, parent.username)
 
 
 @pytest.mark.parametrize("text, seconds", [("PT15M", 900), ("P1DT12H", 129600), ("PT0.5S", 0.5), ("P1D", 86400)])
