@@ -4,11 +4,14 @@ it sends (to prove Range reads fetch a frame and not the file)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
 import itertools
 import re
 import threading
 import urllib.parse
+import zlib
 from pathlib import Path
 
 import datagen
@@ -95,12 +98,28 @@ def fn():
     return get
 
 
+def rfc3230_digest(data: bytes, want: str) -> str:
+    """What a storage answers to Want-Digest: adler32 as 8 hex digits, md5/sha-256 as base64."""
+    wanted = {w.split(";")[0].strip().lower() for w in want.split(",")}
+    out = []
+    if "adler32" in wanted:
+        out.append(f"adler32={zlib.adler32(data):08x}")
+    if "md5" in wanted:
+        out.append("md5=" + base64.b64encode(hashlib.md5(data).digest()).decode())
+    if "sha-256" in wanted:
+        out.append("sha-256=" + base64.b64encode(hashlib.sha256(data).digest()).decode())
+    return ",".join(out)
+
+
 class CountingServer:
-    """A real HTTP/1.1 file server on loopback: GET with one byte range, PUT, and paths under
-    /redirect/ answering 307 to the same file. `sent` counts the body bytes it sent."""
+    """A real HTTP/1.1 file server on loopback: GET with one byte range, PUT, paths under
+    /redirect/ answering 307 to the same file, paths under /short/ sending half the body they
+    declare. It answers Want-Digest (RFC 3230) unless `digest` is False; a string `digest` is sent
+    as the Digest header verbatim. `sent` counts the body bytes it sent."""
 
     def __init__(self, root: Path, honour_range: bool = True):
         self.root, self.honour_range = Path(root), honour_range
+        self.digest: bool | str | None = None
         self.sent = 0
         self.requests = []
         self.port = free_port()
@@ -120,7 +139,26 @@ class CountingServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return None
-                return server.root / path.lstrip("/")
+                return server.root / path.removeprefix("/short").lstrip("/")
+
+            def _digest(self, data):
+                want = self.headers.get("Want-Digest")
+                if want and server.digest is not False:
+                    self.send_header("Digest", server.digest if isinstance(server.digest, str)
+                                     else rfc3230_digest(data, want))
+
+            def do_HEAD(self):
+                server.requests.append(("HEAD", self.path, None))
+                f = self._file()
+                if f is None:
+                    return
+                if not f.is_file():
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self._digest(f.read_bytes())
+                self.send_header("Content-Length", str(f.stat().st_size))
+                self.end_headers()
 
             def do_GET(self):
                 server.requests.append(("GET", self.path, self.headers.get("Range")))
@@ -131,6 +169,13 @@ class CountingServer:
                     self.send_error(404)
                     return
                 data = f.read_bytes()
+                if self.path.startswith("/short/"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.close_connection = True
+                    return
                 m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
                 if m and server.honour_range:
                     lo = int(m.group(1))
@@ -147,6 +192,7 @@ class CountingServer:
                 else:
                     body = data
                     self.send_response(200)
+                    self._digest(data)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
