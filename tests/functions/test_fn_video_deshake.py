@@ -100,7 +100,7 @@ def test_ffmpeg_without_libvidstab_is_a_clear_error(deshake, monkeypatch, tmp_pa
     listing = tmp_path / "filters.txt"
     listing.write_text("".join(x + "\n" for x in real.splitlines() if "vidstab" not in x))
     fake = tmp_path / "ffmpeg"
-    fake.write_text(f"#!/bin/sh\ncat {listing}\n")
+    fake.write_text(f"#!/bin/sh\n/bin/cat {listing}\n")
     fake.chmod(0o755)
     (tmp_path / "ffprobe").symlink_to(subprocess.run(["which", "ffprobe"], capture_output=True,
                                                      text=True).stdout.strip())
