@@ -96,8 +96,10 @@ def test_boost_brightens_and_log_lifts_the_background(run, door, data):
     assert logged["log"] is True
 
 
-def test_frame_7_of_a_remote_stack_fetches_one_frame_not_the_stack(served, data, fn, tmp_path):
-    stack = data.path("stack")
+@pytest.mark.parametrize("layout", ["chunked", "contiguous"])
+def test_frame_7_of_a_remote_stack_fetches_one_frame_not_the_stack(served, data, fn, tmp_path, layout):
+    stack = data.path("stack") if layout == "chunked" else \
+        datagen.cxi_stack(tmp_path / "contiguous.cxi", frames=10, chunked=False)
     (tmp_path / "stack.cxi").write_bytes(stack.read_bytes())
     srv = served()
     res = fn("hdf5-preview").main({"read": srv.url("stack.cxi"), "write": srv.url("stack-7.png"), "frame": 7})
