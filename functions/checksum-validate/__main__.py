@@ -27,6 +27,7 @@ TOKENS = {"adler32": "adler32", "md5": "md5", "sha-256": "sha256", "sha256": "sh
 DIGEST_BYTES = {"adler32": 4, "md5": 16, "sha256": 32}
 WANT = {"adler32": "adler32", "md5": "md5;q=0.8", "sha256": "sha-256;q=0.5"}  # Want-Digest entries
 
+
 # ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
 class FunctionError(Exception):
     """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""

@@ -30,6 +30,7 @@ SORT_KEYS = ("path", "name", "size", "modified")
 ACTIVITIES = ("READ_METADATA", "UPDATE_METADATA", "LIST", "DOWNLOAD", "MANAGE", "UPLOAD", "DELETE", "STAGE")
 DURATION = re.compile(r"P(?=\d|T\d)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?")
 
+
 # ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
 class FunctionError(Exception):
     """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""

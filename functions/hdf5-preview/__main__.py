@@ -36,6 +36,7 @@ INDEXED_LEVELS = 254      # palette entries 0..254 hold the colour map, 255 the 
 RGB_LEVELS = 1536         # 24-bit output: hdfsee's six bands at 256 steps each
 RING_RGB = (0, 255, 0)    # green is in none of the three scales
 
+
 # ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
 class FunctionError(Exception):
     """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""

@@ -37,6 +37,7 @@ DET = "/entry_1/instrument_1/detector_1"
 SRC = "/entry_1/instrument_1/source_1"
 BEAMS = ("/entry_1/instrument_1/beam", "/entry_1/instrument_1/beam_1")
 
+
 # ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
 class FunctionError(Exception):
     """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""

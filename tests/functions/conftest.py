@@ -1,6 +1,7 @@
-"""Fixtures for the reference functions' tests: the session's real storage element (WebDAV door
-with macaroons), generated data files, and a small real HTTP file server that counts the bytes
-it sends (to prove Range reads fetch a frame and not the file)."""
+"""Fixtures for the reference functions' tests: a real storage element of their own (WebDAV door
+with macaroons, no billing events, so the many files uploaded here reach no other test's
+router), generated data files, and a small real HTTP file server that counts the bytes it sends
+(to prove Range reads fetch a frame and not the file)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import datagen
 import pytest
 
 from panfaas.client import Storage
-from services import free_port, load_function
+from services import free_port, load_function, start_storage
 
 _ids = itertools.count()
 
@@ -56,8 +57,10 @@ class Door:
 
 
 @pytest.fixture(scope="session")
-def door(storage):
-    return Door(storage)
+def door(tmp_path_factory):
+    service = start_storage(tmp_path_factory.mktemp("fn-storage"), None)
+    yield Door(service)
+    service.proc.stop()
 
 
 @pytest.fixture(scope="session")
