@@ -1,86 +1,195 @@
 """hdf5-preview: a detector frame rendered to PNG, the way CrystFEL's hdfsee showed it.
 
-Standalone OpenWhisk python action (standard library + h5py, numpy, pillow).
-Called directly (`read`, `write`, ...) or from a Kafka feed trigger
-(`{"messages": [{"value": {...same arguments...}}]}`), one result per message.
-See README.md for the arguments.
+A standalone OpenWhisk python action (standard library + h5py, numpy, pillow). Called
+directly with `read`, `write`, ... or from a Kafka feed trigger, `{"messages": [{"value":
+{...the same arguments...}}]}`, one preview per message. README.md lists the arguments.
+
+The file is read over HTTP Range requests: only its metadata and the requested frame are
+transferred, so frame 7 of a stack costs one frame, not the stack.
 """
 
+import dataclasses
+import http.client
 import io
 import json
+import math
+import os
+import re
+import sys
 import time
-import urllib.error
+import traceback
 import urllib.parse
-import urllib.request
 
 import h5py
 import numpy as np
 from PIL import Image
 
-BLOCK = 1 << 20          # bytes per HTTP Range request
-MIN_IMAGE_SIDE = 64      # hdfsee: "the first 2-D dataset with both dimensions > 64"
+MIN_IMAGE_SIDE = 64       # hdfsee: "the first 2-D dataset with both dimensions > 64"
 SCALES = ("colour", "mono", "invmono")
+# Where facilities put the image: CXI (data_1/data is usually a soft link to the detector's
+# data), then Cheetah's single-hit files (/data/data -> /data/rawdata0).
+IMAGE_PATHS = ("/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/data", "/data/data",
+               "/data/rawdata0")
+PEAKS_CHEETAH = "/processing/cheetah/peakinfo-raw"    # (N, 4): fs, ss, intensity, npix
+PEAKS_CXI = "/entry_1/result_1"                       # nPeaks, peakXPosRaw, peakYPosRaw per frame
+INDEXED_LEVELS = 254      # palette entries 0..254 hold the colour map, 255 the rings
+RGB_LEVELS = 1536         # 24-bit output: hdfsee's six bands at 256 steps each
+RING_RGB = (0, 255, 0)    # green is in none of the three scales
 
 
-class PreviewError(Exception):
-    """A problem with the input; becomes {"error": ...} for this call only."""
+# ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
+class FunctionError(Exception):
+    """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""
 
 
 def redact(url):
-    """The URL without its query (the macaroon is a credential)."""
-    p = urllib.parse.urlsplit(url)
+    """The URL without its query: a macaroon in ?authz= is a credential."""
+    p = urllib.parse.urlsplit(str(url))
     return urllib.parse.urlunsplit((p.scheme, p.netloc, p.path, "", ""))
 
 
-def http_error(e, url):
-    if isinstance(e, urllib.error.HTTPError):
-        if e.code in (401, 403):
-            return PreviewError(f"storage refused access to {redact(url)} (HTTP {e.code}): "
-                                "the URL's macaroon is missing, expired or lacks the activity")
-        if e.code == 404:
-            return PreviewError(f"{redact(url)} does not exist (HTTP 404)")
-        return PreviewError(f"HTTP {e.code} from {redact(url)}")
-    reason = getattr(e, "reason", e)
-    return PreviewError(f"cannot reach {redact(url)}: {reason}")
+def _reason(e):
+    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-class HttpFile(io.RawIOBase):
-    """A read-only, seekable file over HTTP Range requests, with a small block cache.
+class Http:
+    """HTTP/1.1 with one kept-alive connection per origin, following redirects as dCache's
+    doors send them (a GET or PUT redirected to a pool)."""
 
-    h5py reads through it, so only the blocks holding the metadata and the
-    requested frame are fetched, not the whole file.
+    REDIRECTS = (301, 302, 303, 307, 308)
+
+    def __init__(self, timeout=60):
+        self.timeout = timeout
+        self.conns = {}
+
+    def _conn(self, scheme, netloc):
+        key = (scheme, netloc)
+        if key not in self.conns:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            self.conns[key] = cls(netloc, timeout=self.timeout)
+        return self.conns[key]
+
+    def _drop(self, scheme, netloc):
+        conn = self.conns.pop((scheme, netloc), None)
+        if conn:
+            conn.close()
+
+    def close(self):
+        for key in list(self.conns):
+            self._drop(*key)
+
+    def request(self, method, url, headers=None, body=None):
+        """The response (status, headers, body still to read), redirects followed."""
+        for _hop in range(6):
+            p = urllib.parse.urlsplit(url)
+            if p.scheme not in ("http", "https") or not p.netloc:
+                raise FunctionError(f"not an http(s) URL: {redact(url)!r}")
+            target = (p.path or "/") + ("?" + p.query if p.query else "")
+            for attempt in (0, 1):
+                reused = (p.scheme, p.netloc) in self.conns
+                conn = self._conn(p.scheme, p.netloc)
+                try:
+                    if hasattr(body, "seek"):
+                        body.seek(0)
+                    conn.request(method, target, body=body, headers=dict(headers or {}))
+                    resp = conn.getresponse()
+                    break
+                except (http.client.HTTPException, OSError) as e:
+                    self._drop(p.scheme, p.netloc)
+                    if attempt == 0 and reused:  # the server closed a kept-alive connection
+                        continue
+                    raise FunctionError(f"cannot reach {redact(url)}: {_reason(e)}") from None
+            location = resp.getheader("Location")
+            if resp.status in self.REDIRECTS and location:
+                resp.read()
+                url = urllib.parse.urljoin(url, location)
+                if resp.status == 303:
+                    method, body = "GET", None
+                continue
+            return resp
+        raise FunctionError(f"too many redirects from {redact(url)}")
+
+    def read_all(self, resp, url):
+        try:
+            return resp.read()
+        except (http.client.HTTPException, OSError) as e:
+            self._drop(*urllib.parse.urlsplit(url)[:2])
+            raise FunctionError(f"transfer from {redact(url)} broke off: {_reason(e)}") from None
+
+
+def check(http_, resp, url, ok=(200, 201, 204, 206, 207)):
+    """Raise a clear FunctionError for an error answer (the body is read either way)."""
+    if resp.status in ok:
+        return resp
+    text = http_.read_all(resp, url)[:600].decode("utf-8", "replace").strip()
+    try:
+        detail = json.loads(text).get("error") or text
+    except (ValueError, AttributeError):
+        detail = text.splitlines()[0] if text else ""
+    detail = f": {detail[:200]}" if detail else ""
+    if resp.status in (401, 403):
+        raise FunctionError(f"storage refused access to {redact(url)} (HTTP {resp.status}{detail}); "
+                            "the URL's macaroon is missing, expired or lacks the activity")
+    if resp.status == 404:
+        raise FunctionError(f"{redact(url)} does not exist (HTTP 404)")
+    raise FunctionError(f"HTTP {resp.status} from {redact(url)}{detail}")
+
+
+def put(http_, url, body, content_type):
+    """Upload `body` (bytes, or a file opened for reading) in one PUT."""
+    size = len(body) if isinstance(body, (bytes, bytearray)) else os.fstat(body.fileno()).st_size
+    resp = http_.request("PUT", url, {"Content-Type": content_type, "Content-Length": str(size)}, body)
+    check(http_, resp, url, ok=(200, 201, 204))
+    http_.read_all(resp, url)
+    return size
+# ---- end of the shared HTTP helpers ----
+
+
+# ---- shared remote HDF5 file: the same text in hdf5-preview and metadata-extract ----
+class RemoteFile(io.RawIOBase):
+    """A read-only, seekable file over HTTP Range GETs, for h5py.File(RemoteFile(...)).
+
+    Small reads (HDF5 metadata) go through a cache of BLOCK-sized blocks; a large read (a
+    frame, a chunk) is fetched exactly, straight into h5py's buffer. So opening a file and
+    reading one frame of a stack transfers the metadata blocks and that frame, not the file.
+    A server that ignores Range gets one plain GET of the whole file instead.
     """
 
-    def __init__(self, url, timeout=30):
+    BLOCK = 128 * 1024
+
+    def __init__(self, url, http_):
         super().__init__()
-        self.url, self.timeout = url, timeout
-        self.pos = 0
+        self.url, self.http = url, http_
+        self.pos, self.fetched, self.requests = 0, 0, 0
         self.blocks = {}
-        self.fetched = 0
-        try:
-            with urllib.request.urlopen(self._req("HEAD"), timeout=timeout) as r:
-                self.size = int(r.headers.get("Content-Length") or 0)
-                self.ranges = r.headers.get("Accept-Ranges", "").lower() == "bytes"
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise http_error(e, url) from None
-        if not self.ranges:
-            self._whole = self._get(None)
-            self.size = len(self._whole)
+        self.whole = None
+        resp = self._get(0, self.BLOCK - 1, ok=(200, 206, 416))
+        body = self.http.read_all(resp, url)
+        self.fetched += len(body)
+        if resp.status == 206:
+            total = (resp.getheader("Content-Range") or "").rpartition("/")[2]
+            if not total.isdigit():
+                raise FunctionError(f"{redact(url)}: the server's Content-Range has no file size")
+            self.size = int(total)
+            self.blocks[0] = body
+        elif resp.status == 416:  # no byte 0: an empty file
+            self.size = 0
+        else:  # the server ignored Range and sent the whole file
+            self.whole, self.size = body, len(body)
 
-    def _req(self, method, rng=None):
-        req = urllib.request.Request(self.url, method=method)
-        if rng:
-            req.add_header("Range", f"bytes={rng[0]}-{rng[1]}")
-        return req
+    def _get(self, lo, hi, ok=(206,)):
+        self.requests += 1
+        resp = self.http.request("GET", self.url, {"Range": f"bytes={lo}-{hi}"})
+        check(self.http, resp, self.url, ok=ok)
+        return resp
 
-    def _get(self, rng):
-        try:
-            with urllib.request.urlopen(self._req("GET", rng), timeout=self.timeout) as r:
-                data = r.read()
-        except (urllib.error.URLError, OSError) as e:
-            raise http_error(e, self.url) from None
-        self.fetched += len(data)
-        return data
+    def _fetch(self, lo, hi):
+        resp = self._get(lo, hi)
+        body = self.http.read_all(resp, self.url)
+        self.fetched += len(body)
+        if len(body) != hi - lo + 1:
+            raise FunctionError(f"{redact(self.url)} changed or broke off while being read")
+        return body
 
     def readable(self):
         return True
@@ -92,47 +201,182 @@ class HttpFile(io.RawIOBase):
         return self.pos
 
     def seek(self, offset, whence=io.SEEK_SET):
-        self.pos = {io.SEEK_SET: offset, io.SEEK_CUR: self.pos + offset, io.SEEK_END: self.size + offset}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = base + offset
         return self.pos
 
     def readinto(self, buf):
-        n = min(len(buf), max(self.size - self.pos, 0))
+        view = memoryview(buf).cast("B")
+        n = min(len(view), max(self.size - self.pos, 0))
         if n <= 0:
             return 0
-        if not self.ranges:
-            buf[:n] = self._whole[self.pos:self.pos + n]
+        lo, hi = self.pos, self.pos + n - 1
+        if self.whole is not None:
+            view[:n] = self.whole[lo:hi + 1]
+        elif n >= 4 * self.BLOCK:  # bulk data: exactly what was asked for
+            view[:n] = self._fetch(lo, hi)
         else:
-            first, last = self.pos // BLOCK, (self.pos + n - 1) // BLOCK
+            first, last = lo // self.BLOCK, hi // self.BLOCK
             missing = [b for b in range(first, last + 1) if b not in self.blocks]
             if missing:  # one request for the whole missing run
-                lo, hi = missing[0] * BLOCK, min((missing[-1] + 1) * BLOCK, self.size) - 1
-                data = self._get((lo, hi))
-                for b in range(missing[0], missing[-1] + 1):
-                    self.blocks[b] = data[(b - missing[0]) * BLOCK:(b - missing[0] + 1) * BLOCK]
-            view = memoryview(buf)
+                a, z = missing[0], missing[-1]
+                data = self._fetch(a * self.BLOCK, min((z + 1) * self.BLOCK, self.size) - 1)
+                for b in range(a, z + 1):
+                    self.blocks[b] = data[(b - a) * self.BLOCK:(b - a + 1) * self.BLOCK]
             done = 0
             while done < n:
-                b, off = divmod(self.pos + done, BLOCK)
-                chunk = self.blocks[b][off:off + n - done]
-                view[done:done + len(chunk)] = chunk
-                done += len(chunk)
+                b, off = divmod(lo + done, self.BLOCK)
+                piece = self.blocks[b][off:off + n - done]
+                view[done:done + len(piece)] = piece
+                done += len(piece)
         self.pos += n
         return n
 
 
+def open_hdf5(src, url):
+    """h5py.File over a RemoteFile, with h5py's errors turned into clear ones."""
+    if src.size == 0:
+        raise FunctionError(f"{redact(url)} is empty (0 bytes)")
+    try:
+        return h5py.File(src, "r")
+    except OSError as e:
+        msg = str(e)
+        m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", msg)
+        if m:
+            why = f"truncated, {m.group(1)} of the {m.group(2)} bytes its superblock declares"
+        elif "signature" in msg:
+            why = "no HDF5 signature, it is not HDF5 at all"
+        else:
+            why = msg
+        raise FunctionError(f"{redact(url)} is not a readable HDF5 file: {why}") from None
+# ---- end of the shared remote HDF5 file ----
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+def _int(args, key, default, lo=None):
+    v = args.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v):
+        v = int(v)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise FunctionError(f"'{key}' must be an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise FunctionError(f"'{key}' must be >= {lo}, got {v}")
+    return v
+
+
+def _number(args, key, default):
+    v = args.get(key, default)
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        x = float(v)
+    except (TypeError, ValueError):
+        raise FunctionError(f"'{key}' must be a number, got {v!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise FunctionError(f"'{key}' must be > 0, got {v!r}")
+    return x
+
+
+def _bool(args, key, default):
+    v = args.get(key, default)
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "false", "no", "0", ""):
+        return v.strip().lower() in ("true", "yes", "1")
+    if not isinstance(v, bool):
+        raise FunctionError(f"'{key}' must be true or false, got {v!r}")
+    return v
+
+
+def _url(args, key, what):
+    v = args.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise FunctionError(f"'{key}' ({what}) is required")
+    if urllib.parse.urlsplit(v).scheme not in ("http", "https"):
+        raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")
+    return v.strip()
+
+
+@dataclasses.dataclass
+class Options:
+    read: str
+    write: str
+    dataset: str = None
+    frame: int = None
+    binning: int = 2
+    int_boost: float = 1.0
+    scale: str = "colour"
+    log: bool = False
+    peaks: object = False        # False, True (from the file) or an (N, 2) array of fs, ss
+    ring_size: float = 5.0
+    indexed: bool = True
+
+
+def parse_options(args):
+    """Every argument checked before anything is fetched."""
+    scale = args.get("scale", "colour")
+    scale = "colour" if scale == "color" else scale
+    if scale not in SCALES:
+        raise FunctionError(f"'scale' must be one of {', '.join(SCALES)}, got {scale!r}")
+    dataset = args.get("dataset")
+    if dataset is not None and (not isinstance(dataset, str) or not dataset.strip("/ ")):
+        raise FunctionError(f"'dataset' must be an HDF5 path such as /entry_1/data_1/data, got {dataset!r}")
+    peaks = args.get("peaks", False)
+    if isinstance(peaks, (list, tuple)):
+        try:
+            arr = np.array([[float(p[0]), float(p[1])] for p in peaks], dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise FunctionError("'peaks' must be true, false or a list of [fs, ss] pairs") from None
+        if not np.isfinite(arr).all():
+            raise FunctionError("'peaks' positions must be finite numbers")
+        peaks = arr
+    else:
+        peaks = _bool(args, "peaks", False)
+    return Options(
+        read=_url(args, "read", "the URL of the HDF5/CXI file"),
+        write=_url(args, "write", "the URL to PUT the PNG to"),
+        dataset=("/" + dataset.strip().lstrip("/")) if dataset else None,
+        frame=_int(args, "frame", None, lo=0),
+        binning=_int(args, "binning", 2, lo=1),
+        int_boost=_number(args, "int_boost", 1),
+        scale=scale,
+        log=_bool(args, "log", False),
+        peaks=peaks,
+        ring_size=_number(args, "ring_size", 5),
+        indexed=_bool(args, "indexed", True),
+    )
+
+
+# -- finding and reading the image -----------------------------------------------------
+
 def find_image(f, dataset=None):
-    """The dataset to show: explicit, CXI, Cheetah, or the first big 2-D one."""
+    """(path, dataset): the one asked for, CXI's, Cheetah's, or the first big 2-D one."""
     if dataset:
-        if dataset not in f:
-            raise PreviewError(f"dataset {dataset} not found in the file")
-        obj = f[dataset]
+        try:
+            obj = f.get(dataset)
+        except (KeyError, OSError, ValueError) as e:  # e.g. a dangling soft link
+            raise FunctionError(f"dataset {dataset} cannot be opened: {e}") from None
+        if obj is None:
+            link = f.get(dataset, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                raise FunctionError(f"dataset {dataset} is a soft link to {link.path}, which is not in the file")
+            if isinstance(link, h5py.ExternalLink):
+                raise FunctionError(f"dataset {dataset} is an external link to {link.filename}:{link.path}, "
+                                    "which cannot be followed from a URL")
+            raise FunctionError(f"dataset {dataset} not found in the file")
         if not isinstance(obj, h5py.Dataset):
-            raise PreviewError(f"{dataset} is a group, not a dataset")
+            raise FunctionError(f"{dataset} is a group, not a dataset")
         return dataset, obj
-    for candidate in ("/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/data", "/data/data",
-                      "/data/rawdata0"):
-        if candidate in f and isinstance(f[candidate], h5py.Dataset):
-            return candidate, f[candidate]
+    for path in IMAGE_PATHS:
+        try:
+            obj = f.get(path)
+        except (KeyError, OSError, ValueError):
+            obj = None
+        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3):
+            return path, obj
     found = []
 
     def visit(name, obj):
@@ -143,163 +387,202 @@ def find_image(f, dataset=None):
 
     f.visititems(visit)
     if not found:
-        raise PreviewError("no image in the file: no CXI or Cheetah data and no 2-D dataset larger "
-                           f"than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
+        raise FunctionError("no image in the file: no CXI or Cheetah image dataset and no 2-D "
+                            f"dataset larger than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
     return found[0], f[found[0]]
 
 
-def read_frame(ds, frame):
+def read_frame(name, ds, frame):
+    """(image, number of frames): one H×W frame, read alone from an N×H×W stack."""
+    if not (ds.dtype.kind in "iu" or ds.dtype.kind == "f" and ds.dtype.itemsize <= 8):
+        raise FunctionError(f"{name} holds {ds.dtype}, not numbers an image can be made of")
     if ds.ndim == 2:
         if frame not in (None, 0):
-            raise PreviewError(f"frame {frame} out of range: the dataset holds one frame")
-        return ds[...], 1
-    if ds.ndim == 3:
+            raise FunctionError(f"frame {frame} out of range: {name} holds one frame (0)")
+        sel, n = (), 1
+    elif ds.ndim == 3:
         n = ds.shape[0]
-        idx = 0 if frame is None else frame
+        idx = frame or 0
         if not 0 <= idx < n:
-            raise PreviewError(f"frame {frame} out of range: the dataset holds {n} frames (0..{n - 1})")
-        return ds[idx], n
-    raise PreviewError(f"dataset has {ds.ndim} dimensions; expected an image (2-D) or a stack (3-D)")
-
-
-def bin_image(img, b):
-    if b == 1:
-        return img.astype(np.float32, copy=False)
-    h, w = (img.shape[0] // b) * b, (img.shape[1] // b) * b
-    if h == 0 or w == 0:
-        raise PreviewError(f"binning {b} is larger than the image ({img.shape[0]}x{img.shape[1]})")
-    return img[:h, :w].astype(np.float32).reshape(h // b, b, w // b, b).mean(axis=(1, 3))
-
-
-def colour_lut(scale, levels=1536):
-    """hdfsee's render_scale() sampled at `levels`+1 points over [0, max]."""
-    v = np.linspace(0.0, 1.0, levels + 1)
-    if scale == "mono":
-        g = v
-        rgb = np.stack([g, g, g], axis=1)
-    elif scale == "invmono":
-        g = 1.0 - v
-        rgb = np.stack([g, g, g], axis=1)
+            last = f"0..{n - 1}" if n else "none"
+            raise FunctionError(f"frame {frame} out of range: {name} holds {n} frames ({last})")
+        sel = (idx,)
     else:
+        raise FunctionError(f"{name} has {ds.ndim} dimensions; an image is 2-D and a stack 3-D")
+    try:
+        img = ds[sel] if sel else ds[()]
+    except (OSError, ValueError) as e:
+        raise FunctionError(f"cannot read {name}: the file is truncated or corrupt ({e})") from None
+    if min(img.shape) == 0:
+        raise FunctionError(f"{name} is empty (shape {list(ds.shape)})")
+    return img, n
+
+
+def file_peaks(f, frame):
+    """(N×2 fs/ss positions, where they came from): Cheetah's peakinfo-raw, or a CXI peak list."""
+    try:
+        if PEAKS_CHEETAH in f:
+            raw = np.asarray(f[PEAKS_CHEETAH][()], dtype=np.float64)
+            if raw.ndim == 2 and raw.shape[1] >= 2:
+                return raw[:, :2], PEAKS_CHEETAH
+        g = f.get(PEAKS_CXI)
+        if isinstance(g, h5py.Group) and {"nPeaks", "peakXPosRaw", "peakYPosRaw"} <= set(g):
+            row = frame or 0
+            if row < g["nPeaks"].shape[0]:
+                k = int(g["nPeaks"][row])
+                xs, ys = g["peakXPosRaw"][row, :k], g["peakYPosRaw"][row, :k]
+                return np.stack([xs, ys], axis=1).astype(np.float64), PEAKS_CXI
+    except (OSError, ValueError, TypeError) as e:
+        raise FunctionError(f"cannot read the peak list: {e}") from None
+    return np.zeros((0, 2)), None
+
+
+def load(f, opts):
+    """Everything the picture needs from an open file."""
+    name, ds = find_image(f, opts.dataset)
+    img, nframes = read_frame(name, ds, opts.frame)
+    peaks, source = (None, None)
+    if isinstance(opts.peaks, np.ndarray):
+        peaks, source = opts.peaks, "argument"
+    elif opts.peaks:
+        peaks, source = file_peaks(f, opts.frame)
+    return {"dataset": name, "image": img, "frames": nframes, "peaks": peaks, "peaks_source": source}
+
+
+# -- rendering: hdfsee's algorithm -------------------------------------------------------
+
+def colour_map(scale, levels):
+    """hdfsee's render_scale() sampled at levels+1 points over [0, max], as uint8 RGB."""
+    v = np.arange(levels + 1, dtype=np.float64) / levels
+    if scale in ("mono", "invmono"):
+        g = v if scale == "mono" else 1.0 - v
+        rgb = np.stack([g, g, g], axis=1)
+    else:  # six bands: black-blue-pink-red-orange-yellow-white
         s = np.minimum((v * 6).astype(int), 5)
         p = v * 6 - s
         z, o = np.zeros_like(p), np.ones_like(p)
         bands = [np.stack(t, axis=1) for t in (
             (z, z, p), (p, z, o), (o, z, 1 - p), (o, 0.5 * p, z), (o, 0.5 + 0.5 * p, z), (o, o, p))]
         rgb = np.choose(s[:, None], bands)
-        rgb[-1] = (1.0, 1.0, 1.0)
+        rgb[-1] = (1.0, 1.0, 1.0)  # at (and above) max: white
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
-def render(img, binning=2, int_boost=1.0, scale="colour", log_scale=False):
-    """The hdfsee algorithm: max over the whole image, boosted; b×b mean binning; colour map."""
-    data = img.astype(np.float32, copy=False)
-    if log_scale:
-        data = np.log1p(np.clip(data, 0, None))
-    vmax = float(np.max(data)) / int_boost
-    if vmax <= 6:
-        vmax = 10.0
-    binned = bin_image(data, binning)
-    levels = 1536
-    lut = colour_lut(scale, levels)
-    idx = np.clip(binned * (levels / vmax), 0, levels).astype(np.int32)
-    if scale == "colour":
-        idx[binned < 0] = 0  # below zero is black; above max is white (the last entry)
-    return lut[idx]
+def bin_image(img, b):
+    """Mean of b×b blocks as float32; leftover rows and columns are dropped (as hdfsee did)."""
+    h, w = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    if h == 0 or w == 0:
+        raise FunctionError(f"binning {b} is larger than the image ({img.shape[0]}x{img.shape[1]})")
+    if b == 1:
+        return img.astype(np.float32)
+    out = np.zeros((h // b, w // b), dtype=np.float32)
+    for dy in range(b):  # b*b strided adds: one pass over the pixels, whatever b is
+        for dx in range(b):
+            out += img[dy:h:b, dx:w:b]
+    out *= 1.0 / (b * b)
+    return out
 
 
-def draw_peaks(rgb, peaks, binning, ring_size):
-    """Rings (screen pixels, after binning) around peak positions given in raw (fs, ss)."""
-    h, w = rgb.shape[:2]
-    t = np.linspace(0, 2 * np.pi, max(16, int(2 * np.pi * ring_size)), endpoint=False)
-    for fs, ss in peaks:
-        cx, cy = fs / binning, ss / binning
-        xs = np.round(cx + ring_size * np.cos(t)).astype(int)
-        ys = np.round(cy + ring_size * np.sin(t)).astype(int)
-        ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-        rgb[ys[ok], xs[ok]] = (0, 255, 0)
+def scale_top(img, int_boost):
+    """hdfsee: the image's maximum divided by the boost; never below 10 when it is <= 6."""
+    if img.dtype.kind == "f":
+        finite = img[np.isfinite(img)]
+        vmax = float(finite.max()) if finite.size else 0.0
+    else:
+        vmax = float(img.max())
+    top = vmax / int_boost
+    return 10.0 if top <= 6 else top
 
 
-def upload(url, body):
-    req = urllib.request.Request(url, data=body, method="PUT",
-                                 headers={"Content-Type": "image/png", "Content-Length": str(len(body))})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            r.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise http_error(e, url) from None
+def render(img, opts):
+    """(pixels, palette): palette indices (indexed) or an H×W×3 RGB array."""
+    top = scale_top(img, opts.int_boost)
+    binned = bin_image(img, opts.binning)
+    if img.dtype.kind == "f":  # NaN shows black; +inf white
+        np.nan_to_num(binned, copy=False, nan=0.0, posinf=top, neginf=0.0)
+    if opts.log:  # log(1 + v) for v >= 0, against log(1 + top)
+        np.log1p(np.maximum(binned, 0, out=binned), out=binned)
+        top = math.log1p(top)
+    levels = INDEXED_LEVELS if opts.indexed else RGB_LEVELS
+    binned *= levels / top
+    np.clip(binned, 0, levels, out=binned)   # below 0: index 0; above max: the last (white)
+    if opts.indexed:
+        palette = np.zeros((256, 3), dtype=np.uint8)
+        palette[:levels + 1] = colour_map(opts.scale, levels)
+        palette[255] = RING_RGB
+        return binned.astype(np.uint8), palette
+    return colour_map(opts.scale, levels)[binned.astype(np.int32)], None
 
 
-def _int(args, key, default, lo=None):
-    v = args.get(key, default)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise PreviewError(f"'{key}' must be an integer")
-    try:
-        iv = int(v)
-    except ValueError:
-        raise PreviewError(f"'{key}' must be an integer, got {v!r}") from None
-    if lo is not None and iv < lo:
-        raise PreviewError(f"'{key}' must be >= {lo}, got {iv}")
-    return iv
+def draw_rings(pixels, peaks, binning, ring_size, value):
+    """Circles of ring_size screen pixels around peaks given in raw (fs, ss) pixels."""
+    if peaks is None or len(peaks) == 0:
+        return
+    h, w = pixels.shape[:2]
+    t = np.linspace(0, 2 * np.pi, max(16, int(2 * np.pi * ring_size * 1.5)), endpoint=False)
+    cx = peaks[:, 0:1] / binning
+    cy = peaks[:, 1:2] / binning
+    xs = np.rint(cx + ring_size * np.cos(t)).astype(np.int64).ravel()
+    ys = np.rint(cy + ring_size * np.sin(t)).astype(np.int64).ravel()
+    ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    pixels[ys[ok], xs[ok]] = value
 
+
+def encode_png(pixels, palette):
+    out = io.BytesIO()
+    if palette is not None:
+        im = Image.frombytes("P", (pixels.shape[1], pixels.shape[0]), np.ascontiguousarray(pixels))
+        im.putpalette(palette.tobytes(), "RGB")
+    else:
+        im = Image.fromarray(np.ascontiguousarray(pixels))
+    im.save(out, format="PNG", compress_level=1)  # level 1: 2-4x faster than 6, ~20% larger
+    return out.getvalue()
+
+
+def frame_stats(img):
+    if img.dtype.kind == "f":
+        finite = img[np.isfinite(img)]
+        if not finite.size:
+            return {"min": None, "max": None, "mean": None}
+        return {"min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean())}
+    return {"min": float(img.min()), "max": float(img.max()), "mean": float(img.mean(dtype=np.float64))}
+
+
+def picture(loaded, opts):
+    """(PNG bytes, its width and height) for what load() returned."""
+    pixels, palette = render(loaded["image"], opts)
+    draw_rings(pixels, loaded["peaks"], opts.binning, opts.ring_size,
+               255 if palette is not None else RING_RGB)
+    return encode_png(pixels, palette), pixels.shape[:2]
+
+
+# -- the action --------------------------------------------------------------------------
 
 def preview(args):
     t0 = time.perf_counter()
-    read_url, write_url = args.get("read"), args.get("write")
-    if not isinstance(read_url, str) or not read_url:
-        raise PreviewError("'read' (the URL of the HDF5/CXI file) is required")
-    if not isinstance(write_url, str) or not write_url:
-        raise PreviewError("'write' (the URL to PUT the PNG to) is required")
-    binning = _int(args, "binning", 2, lo=1)
-    frame = _int(args, "frame", None, lo=0)
+    opts = parse_options(args)
+    http_ = Http()
     try:
-        boost = float(args.get("int_boost", 1))
-    except (TypeError, ValueError):
-        raise PreviewError("'int_boost' must be a number") from None
-    if not boost > 0:
-        raise PreviewError("'int_boost' must be > 0")
-    scale = args.get("scale", "colour")
-    if scale == "color":
-        scale = "colour"
-    if scale not in SCALES:
-        raise PreviewError(f"'scale' must be one of {', '.join(SCALES)}")
-    ring = _int(args, "ring_size", 5, lo=1)
-    src = HttpFile(read_url)
-    if src.size == 0:
-        raise PreviewError(f"{redact(read_url)} is empty (0 bytes)")
-    t_open = time.perf_counter()
-    try:
-        f = h5py.File(src, "r")
-    except OSError as e:
-        raise PreviewError(f"{redact(read_url)} is not a readable HDF5 file ({e})") from None
-    with f:
-        name, ds = find_image(f, args.get("dataset"))
-        try:
-            img, nframes = read_frame(ds, frame)
-        except OSError as e:
-            raise PreviewError(f"cannot read {name}: the file is truncated or corrupt ({e})") from None
-        peaks = None
-        want = args.get("peaks")
-        if isinstance(want, list):
-            peaks = [(float(p[0]), float(p[1])) for p in want]
-        elif want and "/processing/cheetah/peakinfo-raw" in f:
-            peaks = [(float(r[0]), float(r[1])) for r in f["/processing/cheetah/peakinfo-raw"][...]]
-    t_read = time.perf_counter()
-    rgb = render(img, binning, boost, scale, bool(args.get("log", False)))
-    if peaks:
-        draw_peaks(rgb, peaks, binning, ring)
-    out = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(out, format="PNG", compress_level=1)
-    png = out.getvalue()
-    t_render = time.perf_counter()
-    upload(write_url, png)
-    t_end = time.perf_counter()
-    return {"png": redact(write_url), "source": redact(read_url), "dataset": name,
-            "frame": frame or 0, "frames": nframes, "shape": list(img.shape), "dtype": str(img.dtype),
-            "min": float(np.min(img)), "max": float(np.max(img)), "mean": float(np.mean(img)),
-            "png_bytes": len(png), "bytes_fetched": src.fetched, "file_bytes": src.size,
+        src = RemoteFile(opts.read, http_)
+        with open_hdf5(src, opts.read) as f:
+            t_open = time.perf_counter()
+            loaded = load(f, opts)
+        t_read = time.perf_counter()
+        png, (ph, pw) = picture(loaded, opts)
+        t_render = time.perf_counter()
+        put(http_, opts.write, png, "image/png")
+        t_end = time.perf_counter()
+    finally:
+        http_.close()
+    img = loaded["image"]
+    return {"png": redact(opts.write), "source": redact(opts.read), "dataset": loaded["dataset"],
+            "frame": opts.frame or 0, "frames": loaded["frames"], "shape": list(img.shape),
+            "dtype": str(img.dtype), **frame_stats(img),
+            "binning": opts.binning, "scale": opts.scale, "log": opts.log,
+            "png_shape": [int(ph), int(pw)], "png_bytes": len(png),
+            "peaks": None if loaded["peaks"] is None else
+            {"count": int(len(loaded["peaks"])), "source": loaded["peaks_source"]},
+            "bytes_fetched": src.fetched, "requests": src.requests, "file_bytes": src.size,
             "timing": {"open": round(t_open - t0, 4), "read": round(t_read - t_open, 4),
                        "render": round(t_render - t_read, 4), "upload": round(t_end - t_render, 4),
                        "total": round(t_end - t0, 4)}}
@@ -308,32 +591,37 @@ def preview(args):
 def one(args):
     try:
         return preview(args)
-    except PreviewError as e:
+    except FunctionError as e:
         return {"error": str(e)}
+    except Exception as e:  # a bug or an unforeseen file: one clear line, the trace in the logs
+        traceback.print_exc(file=sys.stderr)
+        return {"error": f"hdf5-preview failed unexpectedly: {type(e).__name__}: {e}"}
 
 
 def main(args):
     messages = args.get("messages")
-    if isinstance(messages, list):  # a Kafka feed batch: one preview per task
-        results = []
-        for m in messages:
-            value = m.get("value") if isinstance(m, dict) else None
-            if isinstance(value, str):
-                try:
-                    value = json.loads(value)
-                except ValueError:
-                    value = None
-            if not isinstance(value, dict):
-                results.append({"error": "message value is not a task object"})
-                continue
-            res = one(value)
-            if isinstance(value.get("task_id"), str):
-                res["task_id"] = value["task_id"]
-            results.append(res)
-        failed = [r for r in results if "error" in r]
-        out = {"results": results, "count": len(results), "failed": len(failed)}
-        if failed:
-            out = {"error": failed[0]["error"] if len(failed) == 1 else
-                   f"{len(failed)} of {len(results)} previews failed", **out}
-        return out
-    return one(args)
+    if not isinstance(messages, list):
+        return one(args)
+    # A Kafka feed batch: one preview per task; the action's default parameters apply to each.
+    defaults = {k: v for k, v in args.items() if k != "messages"}
+    results = []
+    for m in messages:
+        value = m.get("value") if isinstance(m, dict) else None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            results.append({"error": "message value is not a task object"})
+            continue
+        res = one({**defaults, **value})
+        if isinstance(value.get("task_id"), str):
+            res["task_id"] = value["task_id"]
+        results.append(res)
+    failed = [r for r in results if "error" in r]
+    out = {"results": results, "count": len(results), "failed": len(failed)}
+    if failed:
+        out = {"error": failed[0]["error"] if len(failed) == 1 else
+               f"{len(failed)} of {len(results)} previews failed", **out}
+    return out

@@ -1,0 +1,365 @@
+"""checksum-validate: the check before data goes to tape.
+
+A standalone OpenWhisk python action (standard library only). It streams the file once and
+computes ADLER32 and MD5 (and SHA-256 on request), then compares them with the checksums the
+storage keeps, asked for with `Want-Digest` (RFC 3230; dCache answers `Digest:
+adler32=<8 hex>,md5=<base64>`), and/or with values given as `expected`. README.md lists the
+arguments.
+"""
+
+import base64
+import binascii
+import hashlib
+import http.client
+import json
+import os
+import re
+import sys
+import time
+import traceback
+import urllib.parse
+import zlib
+
+CHUNK = 1 << 20
+ALGORITHMS = ("adler32", "md5", "sha256")
+# RFC 3230 digest-algorithm tokens (case-insensitive) -> our names.
+TOKENS = {"adler32": "adler32", "md5": "md5", "sha-256": "sha256", "sha256": "sha256"}
+DIGEST_BYTES = {"adler32": 4, "md5": 16, "sha256": 32}
+WANT = {"adler32": "adler32", "md5": "md5;q=0.8", "sha256": "sha-256;q=0.5"}  # Want-Digest entries
+
+
+# ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
+class FunctionError(Exception):
+    """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""
+
+
+def redact(url):
+    """The URL without its query: a macaroon in ?authz= is a credential."""
+    p = urllib.parse.urlsplit(str(url))
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, p.path, "", ""))
+
+
+def _reason(e):
+    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+class Http:
+    """HTTP/1.1 with one kept-alive connection per origin, following redirects as dCache's
+    doors send them (a GET or PUT redirected to a pool)."""
+
+    REDIRECTS = (301, 302, 303, 307, 308)
+
+    def __init__(self, timeout=60):
+        self.timeout = timeout
+        self.conns = {}
+
+    def _conn(self, scheme, netloc):
+        key = (scheme, netloc)
+        if key not in self.conns:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            self.conns[key] = cls(netloc, timeout=self.timeout)
+        return self.conns[key]
+
+    def _drop(self, scheme, netloc):
+        conn = self.conns.pop((scheme, netloc), None)
+        if conn:
+            conn.close()
+
+    def close(self):
+        for key in list(self.conns):
+            self._drop(*key)
+
+    def request(self, method, url, headers=None, body=None):
+        """The response (status, headers, body still to read), redirects followed."""
+        for _hop in range(6):
+            p = urllib.parse.urlsplit(url)
+            if p.scheme not in ("http", "https") or not p.netloc:
+                raise FunctionError(f"not an http(s) URL: {redact(url)!r}")
+            target = (p.path or "/") + ("?" + p.query if p.query else "")
+            for attempt in (0, 1):
+                reused = (p.scheme, p.netloc) in self.conns
+                conn = self._conn(p.scheme, p.netloc)
+                try:
+                    if hasattr(body, "seek"):
+                        body.seek(0)
+                    conn.request(method, target, body=body, headers=dict(headers or {}))
+                    resp = conn.getresponse()
+                    break
+                except (http.client.HTTPException, OSError) as e:
+                    self._drop(p.scheme, p.netloc)
+                    if attempt == 0 and reused:  # the server closed a kept-alive connection
+                        continue
+                    raise FunctionError(f"cannot reach {redact(url)}: {_reason(e)}") from None
+            location = resp.getheader("Location")
+            if resp.status in self.REDIRECTS and location:
+                resp.read()
+                url = urllib.parse.urljoin(url, location)
+                if resp.status == 303:
+                    method, body = "GET", None
+                continue
+            return resp
+        raise FunctionError(f"too many redirects from {redact(url)}")
+
+    def read_all(self, resp, url):
+        try:
+            return resp.read()
+        except (http.client.HTTPException, OSError) as e:
+            self._drop(*urllib.parse.urlsplit(url)[:2])
+            raise FunctionError(f"transfer from {redact(url)} broke off: {_reason(e)}") from None
+
+
+def check(http_, resp, url, ok=(200, 201, 204, 206, 207)):
+    """Raise a clear FunctionError for an error answer (the body is read either way)."""
+    if resp.status in ok:
+        return resp
+    text = http_.read_all(resp, url)[:600].decode("utf-8", "replace").strip()
+    try:
+        detail = json.loads(text).get("error") or text
+    except (ValueError, AttributeError):
+        detail = text.splitlines()[0] if text else ""
+    detail = f": {detail[:200]}" if detail else ""
+    if resp.status in (401, 403):
+        raise FunctionError(f"storage refused access to {redact(url)} (HTTP {resp.status}{detail}); "
+                            "the URL's macaroon is missing, expired or lacks the activity")
+    if resp.status == 404:
+        raise FunctionError(f"{redact(url)} does not exist (HTTP 404)")
+    raise FunctionError(f"HTTP {resp.status} from {redact(url)}{detail}")
+
+
+def put(http_, url, body, content_type):
+    """Upload `body` (bytes, or a file opened for reading) in one PUT."""
+    size = len(body) if isinstance(body, (bytes, bytearray)) else os.fstat(body.fileno()).st_size
+    resp = http_.request("PUT", url, {"Content-Type": content_type, "Content-Length": str(size)}, body)
+    check(http_, resp, url, ok=(200, 201, 204))
+    http_.read_all(resp, url)
+    return size
+# ---- end of the shared HTTP helpers ----
+
+
+# -- digests -------------------------------------------------------------------------------
+
+def normalise(algorithm, value):
+    """A checksum as lowercase hex: ADLER32 as hex (RFC 3230: 8 digits), MD5 and SHA-256 as
+    hex or as base64 (the Digest header's encoding, RFC 1864 / RFC 5843)."""
+    value = value.strip().strip('"')
+    n = DIGEST_BYTES[algorithm]
+    if re.fullmatch(r"[0-9a-fA-F]+", value) and (len(value) == 2 * n or algorithm == "adler32" and len(value) <= 8):
+        return value.lower().zfill(2 * n)
+    if algorithm != "adler32":
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) == n:
+            return raw.hex()
+    raise ValueError(f"{value!r} is not a {algorithm} checksum")
+
+
+def parse_digest(header):
+    """{algorithm: hex} from an RFC 3230 Digest header; unknown algorithms are ignored,
+    malformed values listed in the second element."""
+    found, bad = {}, []
+    for item in (header or "").split(","):
+        token, sep, value = item.strip().partition("=")
+        name = TOKENS.get(token.strip().lower())
+        if not sep or name is None:
+            continue
+        try:
+            found[name] = normalise(name, value)
+        except ValueError:
+            bad.append(item.strip())
+    return found, bad
+
+
+def parse_expected(v):
+    """`expected`: {"adler32": "...", "md5": "..."}, or "adler32:...,md5=...", or one bare hex
+    value whose length says the algorithm (8 adler32, 32 md5, 64 sha256)."""
+    if v is None:
+        return {}
+    if isinstance(v, str):
+        pairs = {}
+        for part in v.split(","):
+            part = part.strip()
+            m = re.fullmatch(r"([A-Za-z0-9-]+)\s*[:=]\s*(.+)", part)
+            if m and m.group(1).lower() in TOKENS:
+                pairs[m.group(1)] = m.group(2)
+            elif re.fullmatch(r"[0-9a-fA-F]{8}|[0-9a-fA-F]{32}|[0-9a-fA-F]{64}", part):
+                pairs[{8: "adler32", 32: "md5", 64: "sha256"}[len(part)]] = part
+            else:
+                raise FunctionError(f"'expected' must look like adler32:0a1b2c3d or md5=<hex or base64>, got {part!r}")
+        v = pairs
+    if not isinstance(v, dict) or not v:
+        raise FunctionError("'expected' must be a checksum string or an object such as {\"adler32\": \"0a1b2c3d\"}")
+    out = {}
+    for k, value in v.items():
+        name = TOKENS.get(str(k).lower())
+        if name is None:
+            raise FunctionError(f"'expected': unknown algorithm {k!r} (use {', '.join(ALGORITHMS)})")
+        if not isinstance(value, str):
+            raise FunctionError(f"'expected': the {name} value must be a string, got {value!r}")
+        try:
+            out[name] = normalise(name, value)
+        except ValueError as e:
+            raise FunctionError(f"'expected': {e}") from None
+    return out
+
+
+class Checksums:
+    def __init__(self, algorithms):
+        self.adler = 1 if "adler32" in algorithms else None
+        self.hashes = {a: hashlib.new(a) for a in algorithms if a != "adler32"}
+
+    def update(self, data):
+        if self.adler is not None:
+            self.adler = zlib.adler32(data, self.adler)
+        for h in self.hashes.values():
+            h.update(data)
+
+    def hex(self):
+        out = {a: h.hexdigest() for a, h in self.hashes.items()}
+        if self.adler is not None:
+            out["adler32"] = f"{self.adler:08x}"
+        return {a: out[a] for a in ALGORITHMS if a in out}
+
+
+# -- the action --------------------------------------------------------------------------
+
+def _bool(args, key, default):
+    v = args.get(key, default)
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return v.strip().lower() in ("true", "yes", "1")
+    if not isinstance(v, bool):
+        raise FunctionError(f"'{key}' must be true or false, got {v!r}")
+    return v
+
+
+def _url(args, key, required):
+    v = args.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise FunctionError(f"'{key}' (the URL of the file to check) is required")
+    if urllib.parse.urlsplit(v.strip()).scheme not in ("http", "https"):
+        raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")
+    return v.strip()
+
+
+def want_digest(algorithms):
+    return ", ".join(WANT[a] for a in ALGORITHMS if a in algorithms)
+
+
+def stream(http_, url, sums, algorithms):
+    """GET the file with Want-Digest; feed every byte to `sums`. (size, storage Digest header)."""
+    resp = http_.request("GET", url, {"Want-Digest": want_digest(algorithms)})
+    check(http_, resp, url, ok=(200,))
+    header = resp.getheader("Digest")
+    declared = resp.getheader("Content-Length")
+    size = 0
+    try:
+        while True:
+            data = resp.read(CHUNK)
+            if not data:
+                break
+            sums.update(data)
+            size += len(data)
+    except (http.client.HTTPException, OSError) as e:
+        http_.close()
+        raise FunctionError(f"transfer of {redact(url)} broke off after {size} bytes: {_reason(e)}") from None
+    if declared is not None and declared.isdigit() and int(declared) != size:
+        raise FunctionError(f"transfer of {redact(url)} broke off: {size} of {declared} bytes")
+    return size, header
+
+
+def storage_digest(http_, url, algorithms):
+    resp = http_.request("HEAD", url, {"Want-Digest": want_digest(algorithms)})
+    check(http_, resp, url, ok=(200, 204))
+    http_.read_all(resp, url)
+    return resp.getheader("Digest")
+
+
+def validate(args):
+    t0 = time.perf_counter()
+    read, write = _url(args, "read", True), _url(args, "write", False)
+    expected = parse_expected(args.get("expected"))
+    ask_storage = _bool(args, "storage", True)
+    algorithms = {"adler32", "md5", *expected}
+    if _bool(args, "sha256", False):
+        algorithms.add("sha256")
+    http_ = Http(timeout=120)
+    try:
+        sums = Checksums(algorithms)
+        size, header = stream(http_, read, sums, algorithms)
+        if ask_storage and header is None:  # some doors answer Want-Digest on HEAD only
+            header = storage_digest(http_, read, algorithms)
+        storage, unreadable = parse_digest(header) if ask_storage else ({}, [])
+        if set(storage) - algorithms:  # the storage answered with another algorithm: read again for it
+            sums_more = Checksums(set(storage) - algorithms)
+            stream(http_, read, sums_more, set(storage) - algorithms)
+            computed = {**sums.hex(), **sums_more.hex()}
+        else:
+            computed = sums.hex()
+        t_read = time.perf_counter()
+        compared = [{"algorithm": a, "reference": ref, "value": refs[a], "computed": computed[a],
+                     "match": refs[a] == computed[a]}
+                    for ref, refs in (("storage", storage), ("expected", expected)) for a in ALGORITHMS if a in refs]
+        if not compared:
+            why = ("the storage sent no Digest for Want-Digest" if not unreadable else
+                   f"the storage's Digest is unreadable ({'; '.join(unreadable)})") if ask_storage else \
+                "the storage was not asked (storage: false)"
+            raise FunctionError(f"nothing to compare {redact(read)} with: {why} and no 'expected' value was "
+                                "given (computed " + ", ".join(f"{a}={v}" for a, v in computed.items()) + ")")
+        report = {"validated": all(c["match"] for c in compared), "file": redact(read), "size": size,
+                  "computed": computed, "storage": storage or None, "expected": expected or None,
+                  "compared": compared, "mismatches": [c["algorithm"] + " (" + c["reference"] + ")"
+                                                       for c in compared if not c["match"]]}
+        if unreadable:
+            report["storage_unreadable"] = unreadable
+        seconds = t_read - t0
+        report["seconds"] = round(seconds, 4)
+        report["MB_per_s"] = round(size / 1e6 / seconds, 1) if seconds > 0 else None
+        if write:
+            put(http_, write, json.dumps(report, indent=1).encode(), "application/json")
+            report["report"] = redact(write)
+    finally:
+        http_.close()
+    return report
+
+
+def one(args):
+    try:
+        return validate(args)
+    except FunctionError as e:
+        return {"error": str(e)}
+    except Exception as e:  # a bug: one clear line, the trace in the logs
+        traceback.print_exc(file=sys.stderr)
+        return {"error": f"checksum-validate failed unexpectedly: {type(e).__name__}: {e}"}
+
+
+def main(args):
+    messages = args.get("messages")
+    if not isinstance(messages, list):
+        return one(args)
+    # A Kafka feed batch: one check per task; the action's default parameters apply to each.
+    defaults = {k: v for k, v in args.items() if k != "messages"}
+    results = []
+    for m in messages:
+        value = m.get("value") if isinstance(m, dict) else None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            results.append({"error": "message value is not a task object"})
+            continue
+        res = one({**defaults, **value})
+        if isinstance(value.get("task_id"), str):
+            res["task_id"] = value["task_id"]
+        results.append(res)
+    failed = [r for r in results if "error" in r]
+    out = {"results": results, "count": len(results), "failed": len(failed),
+           "validated": sum(1 for r in results if r.get("validated") is True)}
+    if failed:
+        out = {"error": failed[0]["error"] if len(failed) == 1 else
+               f"{len(failed)} of {len(results)} checks failed", **out}
+    return out

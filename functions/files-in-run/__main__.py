@@ -1,0 +1,422 @@
+"""files-in-run: the files of a run directory, listed over WebDAV (PROPFIND), with cuts.
+
+A standalone OpenWhisk python action (standard library only). Called directly with `url`
+(the run directory) or from a Kafka feed trigger, `{"messages": [{"value": {...}}]}` (the
+event router sends one when a run's completion marker is uploaded). Selection: glob or regex
+on names, size and modification-time ranges, recursion depth, limit and sort. Optionally each
+link is pre-authorised with its own macaroon, requested from the door as dCache does it (POST
+with Content-Type application/macaroon-request). README.md lists the arguments.
+"""
+
+import datetime as dt
+import email.utils
+import fnmatch
+import http.client
+import json
+import os
+import re
+import sys
+import time
+import traceback
+import urllib.parse
+import xml.etree.ElementTree as ET
+
+DAV = "{DAV:}"
+PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+                 b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>")
+MAX_DEPTH = 64            # "infinity"
+MAX_DIRECTORIES = 10000   # directories one call may visit
+SORT_KEYS = ("path", "name", "size", "modified")
+ACTIVITIES = ("READ_METADATA", "UPDATE_METADATA", "LIST", "DOWNLOAD", "MANAGE", "UPLOAD", "DELETE", "STAGE")
+DURATION = re.compile(r"P(?=\d|T\d)(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?")
+
+
+# ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
+class FunctionError(Exception):
+    """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""
+
+
+def redact(url):
+    """The URL without its query: a macaroon in ?authz= is a credential."""
+    p = urllib.parse.urlsplit(str(url))
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, p.path, "", ""))
+
+
+def _reason(e):
+    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+class Http:
+    """HTTP/1.1 with one kept-alive connection per origin, following redirects as dCache's
+    doors send them (a GET or PUT redirected to a pool)."""
+
+    REDIRECTS = (301, 302, 303, 307, 308)
+
+    def __init__(self, timeout=60):
+        self.timeout = timeout
+        self.conns = {}
+
+    def _conn(self, scheme, netloc):
+        key = (scheme, netloc)
+        if key not in self.conns:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            self.conns[key] = cls(netloc, timeout=self.timeout)
+        return self.conns[key]
+
+    def _drop(self, scheme, netloc):
+        conn = self.conns.pop((scheme, netloc), None)
+        if conn:
+            conn.close()
+
+    def close(self):
+        for key in list(self.conns):
+            self._drop(*key)
+
+    def request(self, method, url, headers=None, body=None):
+        """The response (status, headers, body still to read), redirects followed."""
+        for _hop in range(6):
+            p = urllib.parse.urlsplit(url)
+            if p.scheme not in ("http", "https") or not p.netloc:
+                raise FunctionError(f"not an http(s) URL: {redact(url)!r}")
+            target = (p.path or "/") + ("?" + p.query if p.query else "")
+            for attempt in (0, 1):
+                reused = (p.scheme, p.netloc) in self.conns
+                conn = self._conn(p.scheme, p.netloc)
+                try:
+                    if hasattr(body, "seek"):
+                        body.seek(0)
+                    conn.request(method, target, body=body, headers=dict(headers or {}))
+                    resp = conn.getresponse()
+                    break
+                except (http.client.HTTPException, OSError) as e:
+                    self._drop(p.scheme, p.netloc)
+                    if attempt == 0 and reused:  # the server closed a kept-alive connection
+                        continue
+                    raise FunctionError(f"cannot reach {redact(url)}: {_reason(e)}") from None
+            location = resp.getheader("Location")
+            if resp.status in self.REDIRECTS and location:
+                resp.read()
+                url = urllib.parse.urljoin(url, location)
+                if resp.status == 303:
+                    method, body = "GET", None
+                continue
+            return resp
+        raise FunctionError(f"too many redirects from {redact(url)}")
+
+    def read_all(self, resp, url):
+        try:
+            return resp.read()
+        except (http.client.HTTPException, OSError) as e:
+            self._drop(*urllib.parse.urlsplit(url)[:2])
+            raise FunctionError(f"transfer from {redact(url)} broke off: {_reason(e)}") from None
+
+
+def check(http_, resp, url, ok=(200, 201, 204, 206, 207)):
+    """Raise a clear FunctionError for an error answer (the body is read either way)."""
+    if resp.status in ok:
+        return resp
+    text = http_.read_all(resp, url)[:600].decode("utf-8", "replace").strip()
+    try:
+        detail = json.loads(text).get("error") or text
+    except (ValueError, AttributeError):
+        detail = text.splitlines()[0] if text else ""
+    detail = f": {detail[:200]}" if detail else ""
+    if resp.status in (401, 403):
+        raise FunctionError(f"storage refused access to {redact(url)} (HTTP {resp.status}{detail}); "
+                            "the URL's macaroon is missing, expired or lacks the activity")
+    if resp.status == 404:
+        raise FunctionError(f"{redact(url)} does not exist (HTTP 404)")
+    raise FunctionError(f"HTTP {resp.status} from {redact(url)}{detail}")
+
+
+def put(http_, url, body, content_type):
+    """Upload `body` (bytes, or a file opened for reading) in one PUT."""
+    size = len(body) if isinstance(body, (bytes, bytearray)) else os.fstat(body.fileno()).st_size
+    resp = http_.request("PUT", url, {"Content-Type": content_type, "Content-Length": str(size)}, body)
+    check(http_, resp, url, ok=(200, 201, 204))
+    http_.read_all(resp, url)
+    return size
+# ---- end of the shared HTTP helpers ----
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+def _int(args, key, default, lo):
+    v = args.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise FunctionError(f"'{key}' must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _time(args, key):
+    v = args.get(key)
+    if v is None:
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return dt.datetime.fromtimestamp(v, dt.UTC)
+    try:
+        t = dt.datetime.fromisoformat(str(v).strip())
+    except ValueError:
+        raise FunctionError(f"'{key}' must be an ISO 8601 time (2026-11-22T07:00:00Z) or epoch seconds, "
+                            f"got {v!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _bool(args, key, default):
+    v = args.get(key, default)
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return v.strip().lower() in ("true", "yes", "1")
+    if not isinstance(v, bool):
+        raise FunctionError(f"'{key}' must be true or false, got {v!r}")
+    return v
+
+
+def _patterns(args, key):
+    v = args.get(key)
+    if v is None:
+        return []
+    v = [v] if isinstance(v, str) else v
+    if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+        raise FunctionError(f"'{key}' must be a glob pattern or a list of them, got {v!r}")
+    return v
+
+
+def parse_args(args):
+    url = args.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise FunctionError("'url' (the URL of the run directory) is required")
+    if urllib.parse.urlsplit(url.strip()).scheme not in ("http", "https"):
+        raise FunctionError(f"'url' must be an http(s) URL, got {redact(url)!r}")
+    write = args.get("write")
+    if write is not None and (not isinstance(write, str) or
+                              urllib.parse.urlsplit(write).scheme not in ("http", "https")):
+        raise FunctionError(f"'write' must be an http(s) URL, got {redact(write)!r}")
+    regex = args.get("regex")
+    if regex is not None:
+        try:
+            regex = re.compile(str(regex))
+        except re.error as e:
+            raise FunctionError(f"'regex' is not a regular expression: {e}") from None
+    depth = args.get("depth", 1)
+    depth = MAX_DEPTH if depth in ("infinity", "inf", -1) else _int({"depth": depth}, "depth", 1, 1)
+    sort = args.get("sort", "path")
+    if not isinstance(sort, str) or sort.lstrip("-") not in SORT_KEYS:
+        raise FunctionError(f"'sort' must be one of {', '.join(SORT_KEYS)} (prefix - for descending), got {sort!r}")
+    min_size, max_size = _int(args, "min_size", None, 0), _int(args, "max_size", None, 0)
+    after, before = _time(args, "modified_after"), _time(args, "modified_before")
+    if min_size is not None and max_size is not None and min_size > max_size:
+        raise FunctionError(f"'min_size' ({min_size}) is larger than 'max_size' ({max_size})")
+    if after and before and after > before:
+        raise FunctionError("'modified_after' is later than 'modified_before'")
+    activity = args.get("activity", "DOWNLOAD")
+    acts = [a.strip() for a in str(activity).split(",") if a.strip()]
+    if not acts or any(a not in ACTIVITIES for a in acts):
+        raise FunctionError(f"'activity' must be a comma list of {', '.join(ACTIVITIES)}, got {activity!r}")
+    lifetime = args.get("lifetime", "PT1H")
+    if not isinstance(lifetime, str) or not DURATION.fullmatch(lifetime):
+        raise FunctionError(f"'lifetime' must be an ISO 8601 duration such as PT15M or P1D, got {lifetime!r}")
+    return {"url": url.strip(), "write": write, "glob": _patterns(args, "glob"), "regex": regex,
+            "exclude": _patterns(args, "exclude"), "min_size": min_size, "max_size": max_size,
+            "after": after, "before": before, "depth": depth, "limit": _int(args, "limit", None, 1),
+            "sort": sort, "macaroons": _bool(args, "macaroons", False), "activity": ",".join(acts),
+            "lifetime": lifetime}
+
+
+# -- listing -------------------------------------------------------------------------------
+
+def _with_query(base, path):
+    """A URL for `path` on the same door, carrying the listing URL's query (its macaroon)."""
+    p = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), p.query, ""))
+
+
+def _bare(base, path):
+    p = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), "", ""))
+
+
+def propfind(http_, url):
+    """[(path, is_dir, size, mtime)] of a collection and its direct members (Depth: 1)."""
+    resp = http_.request("PROPFIND", url, {"Depth": "1", "Content-Type": "application/xml; charset=utf-8",
+                                           "Content-Length": str(len(PROPFIND_BODY))}, PROPFIND_BODY)
+    check(http_, resp, url, ok=(207,))
+    body = http_.read_all(resp, url)
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as e:
+        raise FunctionError(f"the door's PROPFIND answer for {redact(url)} is not XML: {e}") from None
+    out = []
+    for r in root.iter(DAV + "response"):
+        href = r.findtext(DAV + "href") or ""
+        path = urllib.parse.unquote(urllib.parse.urlsplit(href).path)
+        prop = None
+        for ps in r.iter(DAV + "propstat"):
+            if " 200 " in (ps.findtext(DAV + "status") or " 200 "):
+                prop = ps.find(DAV + "prop")
+                break
+        is_dir = prop is not None and prop.find(f"{DAV}resourcetype/{DAV}collection") is not None
+        size = prop.findtext(DAV + "getcontentlength") if prop is not None else None
+        modified = prop.findtext(DAV + "getlastmodified") if prop is not None else None
+        try:
+            mtime = email.utils.parsedate_to_datetime(modified).astimezone(dt.UTC) if modified else None
+        except (TypeError, ValueError):
+            mtime = None
+        out.append((path.rstrip("/") or "/", is_dir, int(size) if size and size.isdigit() else None, mtime))
+    return out
+
+
+def walk(http_, url, depth):
+    """Files under the directory at `url`, down to `depth` levels (1: its own entries)."""
+    top = urllib.parse.unquote(urllib.parse.urlsplit(url).path).rstrip("/") or "/"
+    entries = propfind(http_, url)
+    this = [e for e in entries if e[0] == top]
+    if this and not this[0][1]:
+        raise FunctionError(f"{redact(url)} is a file, not a directory")
+    files, todo, seen = [], [(top, entries, 1)], 1
+    while todo:
+        here, entries, level = todo.pop()
+        for path, is_dir, size, mtime in entries:
+            if path == here:
+                continue
+            if not is_dir:
+                files.append({"path": path, "size": size, "mtime": mtime})
+            elif level < depth:
+                seen += 1
+                if seen > MAX_DIRECTORIES:
+                    raise FunctionError(f"more than {MAX_DIRECTORIES} directories under {redact(url)}: "
+                                        "use a smaller depth")
+                todo.append((path, propfind(http_, _with_query(url, path + "/")), level + 1))
+    return top, files
+
+
+def glob_match(pattern, rel):
+    """A pattern without '/' matches the file name; with '/', the path relative to the run,
+    segment by segment (so '*' does not cross directories, as in a shell)."""
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], pattern)
+    parts, segs = pattern.strip("/").split("/"), rel.split("/")
+    return len(parts) == len(segs) and all(fnmatch.fnmatchcase(s, p) for s, p in zip(segs, parts, strict=True))
+
+
+def select(top, files, o):
+    out = []
+    for f in files:
+        rel = f["path"][len(top.rstrip("/")) + 1:]
+        name = rel.rsplit("/", 1)[-1]
+        if o["glob"] and not any(glob_match(g, rel) for g in o["glob"]):
+            continue
+        if any(glob_match(g, rel) for g in o["exclude"]):
+            continue
+        if o["regex"] and not o["regex"].search(rel):
+            continue
+        if o["min_size"] is not None and (f["size"] is None or f["size"] < o["min_size"]):
+            continue
+        if o["max_size"] is not None and (f["size"] is None or f["size"] > o["max_size"]):
+            continue
+        if o["after"] and (f["mtime"] is None or f["mtime"] < o["after"]):
+            continue
+        if o["before"] and (f["mtime"] is None or f["mtime"] > o["before"]):
+            continue
+        out.append({**f, "name": name, "relative": rel})
+    key = o["sort"].lstrip("-")
+    field = {"path": "path", "name": "name", "size": "size", "modified": "mtime"}[key]
+    missing = dt.datetime.min.replace(tzinfo=dt.UTC) if key == "modified" else -1
+    out.sort(key=lambda f: (f[field] if f[field] is not None else missing, f["path"]),
+             reverse=o["sort"].startswith("-"))
+    return out
+
+
+def authorise(http_, link, token_url, activity, lifetime):
+    """A link carrying its own macaroon, asked from the door with the listing URL's credential."""
+    query = urllib.parse.urlsplit(token_url).query
+    url = link + ("?" + query if query else "")
+    body = json.dumps({"caveats": [f"activity:{activity}"], "validity": lifetime}).encode()
+    resp = http_.request("POST", url, {"Content-Type": "application/macaroon-request",
+                                       "Content-Length": str(len(body))}, body)
+    try:
+        check(http_, resp, url, ok=(200,))
+        answer = json.loads(http_.read_all(resp, url))
+        macaroon = answer["macaroon"]
+    except FunctionError as e:
+        raise FunctionError(f"the door refused a macaroon for {link}: {e}") from None
+    except (ValueError, KeyError, TypeError):
+        raise FunctionError(f"the door's macaroon answer for {link} has no 'macaroon'") from None
+    return f"{link}?authz={macaroon}"
+
+
+def list_run(args):
+    t0 = time.perf_counter()
+    o = parse_args(args)
+    http_ = Http()
+    try:
+        top, files = walk(http_, o["url"], o["depth"])
+        if o["write"]:  # the listing does not list itself
+            own = urllib.parse.unquote(urllib.parse.urlsplit(o["write"]).path)
+            files = [f for f in files if f["path"] != own]
+        chosen = select(top, files, o)
+        total = len(chosen)
+        if o["limit"] is not None:
+            chosen = chosen[:o["limit"]]
+        out = []
+        for f in chosen:
+            link = _bare(o["url"], f["path"])
+            if o["macaroons"]:
+                link = authorise(http_, link, o["url"], o["activity"], o["lifetime"])
+            out.append({"name": f["name"], "path": f["path"], "relative": f["relative"], "size": f["size"],
+                        "modified": f["mtime"].isoformat().replace("+00:00", "Z") if f["mtime"] else None,
+                        "url": link})
+        res = {"files": out, "count": len(out), "total": total, "truncated": len(out) < total,
+               "directory": _bare(o["url"], top.rstrip("/") + "/"),
+               "authorised": {"activity": o["activity"], "lifetime": o["lifetime"]} if o["macaroons"] else None}
+        if o["write"]:
+            put(http_, o["write"], json.dumps(res, indent=1).encode(), "application/json")
+            res["listing"] = redact(o["write"])
+        res["seconds"] = round(time.perf_counter() - t0, 4)
+    finally:
+        http_.close()
+    return res
+
+
+def one(args):
+    try:
+        return list_run(args)
+    except FunctionError as e:
+        return {"error": str(e)}
+    except Exception as e:  # a bug: one clear line, the trace in the logs
+        traceback.print_exc(file=sys.stderr)
+        return {"error": f"files-in-run failed unexpectedly: {type(e).__name__}: {e}"}
+
+
+def main(args):
+    messages = args.get("messages")
+    if not isinstance(messages, list):
+        return one(args)
+    # A Kafka feed batch: one listing per task; the action's default parameters apply to each.
+    defaults = {k: v for k, v in args.items() if k != "messages"}
+    results = []
+    for m in messages:
+        value = m.get("value") if isinstance(m, dict) else None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            results.append({"error": "message value is not a task object"})
+            continue
+        res = one({**defaults, **value})
+        if "listing" in res:  # the listing went to storage: the batch result stays small
+            res = {k: v for k, v in res.items() if k != "files"}
+        if isinstance(value.get("task_id"), str):
+            res["task_id"] = value["task_id"]
+        results.append(res)
+    failed = [r for r in results if "error" in r]
+    out = {"results": results, "count": len(results), "failed": len(failed)}
+    if failed:
+        out = {"error": failed[0]["error"] if len(failed) == 1 else
+               f"{len(failed)} of {len(results)} listings failed", **out}
+    return out

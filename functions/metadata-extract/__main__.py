@@ -1,0 +1,619 @@
+"""metadata-extract: what is in a CXI, Cheetah or plain HDF5 file, as one JSON document.
+
+A standalone OpenWhisk python action (standard library + h5py, numpy). Called directly with
+`read` (and `write`), or from a Kafka feed trigger, `{"messages": [{"value": {...}}]}`.
+README.md lists the arguments.
+
+The structure (groups; datasets with shape, dtype, chunks, compression and filters;
+attributes; links) and the science metadata (CXI version, experiment identifier, photon
+energy and wavelength, detector distance, pixel size, frame count, start time) are read over
+HTTP Range requests: only metadata blocks are transferred, never the detector data.
+"""
+
+import datetime as dt
+import http.client
+import io
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+import urllib.parse
+
+import h5py
+import numpy as np
+
+J_PER_EV = 1.602176634e-19
+HC_J_M = 6.62607015e-34 * 299792458.0       # Planck constant × speed of light
+MIN_IMAGE_SIDE = 64                          # hdfsee's rule for "an image"
+VALUE_ELEMENTS = 16                          # datasets this small have their value in the document
+ATTRIBUTE_ELEMENTS = 256                     # longer attribute arrays are cut to this many
+IMAGE_PATHS = ("/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/data", "/data/data",
+               "/data/rawdata0")
+CXI = "/entry_1"
+DET = "/entry_1/instrument_1/detector_1"
+SRC = "/entry_1/instrument_1/source_1"
+BEAMS = ("/entry_1/instrument_1/beam", "/entry_1/instrument_1/beam_1")
+
+
+# ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
+class FunctionError(Exception):
+    """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""
+
+
+def redact(url):
+    """The URL without its query: a macaroon in ?authz= is a credential."""
+    p = urllib.parse.urlsplit(str(url))
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, p.path, "", ""))
+
+
+def _reason(e):
+    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+class Http:
+    """HTTP/1.1 with one kept-alive connection per origin, following redirects as dCache's
+    doors send them (a GET or PUT redirected to a pool)."""
+
+    REDIRECTS = (301, 302, 303, 307, 308)
+
+    def __init__(self, timeout=60):
+        self.timeout = timeout
+        self.conns = {}
+
+    def _conn(self, scheme, netloc):
+        key = (scheme, netloc)
+        if key not in self.conns:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            self.conns[key] = cls(netloc, timeout=self.timeout)
+        return self.conns[key]
+
+    def _drop(self, scheme, netloc):
+        conn = self.conns.pop((scheme, netloc), None)
+        if conn:
+            conn.close()
+
+    def close(self):
+        for key in list(self.conns):
+            self._drop(*key)
+
+    def request(self, method, url, headers=None, body=None):
+        """The response (status, headers, body still to read), redirects followed."""
+        for _hop in range(6):
+            p = urllib.parse.urlsplit(url)
+            if p.scheme not in ("http", "https") or not p.netloc:
+                raise FunctionError(f"not an http(s) URL: {redact(url)!r}")
+            target = (p.path or "/") + ("?" + p.query if p.query else "")
+            for attempt in (0, 1):
+                reused = (p.scheme, p.netloc) in self.conns
+                conn = self._conn(p.scheme, p.netloc)
+                try:
+                    if hasattr(body, "seek"):
+                        body.seek(0)
+                    conn.request(method, target, body=body, headers=dict(headers or {}))
+                    resp = conn.getresponse()
+                    break
+                except (http.client.HTTPException, OSError) as e:
+                    self._drop(p.scheme, p.netloc)
+                    if attempt == 0 and reused:  # the server closed a kept-alive connection
+                        continue
+                    raise FunctionError(f"cannot reach {redact(url)}: {_reason(e)}") from None
+            location = resp.getheader("Location")
+            if resp.status in self.REDIRECTS and location:
+                resp.read()
+                url = urllib.parse.urljoin(url, location)
+                if resp.status == 303:
+                    method, body = "GET", None
+                continue
+            return resp
+        raise FunctionError(f"too many redirects from {redact(url)}")
+
+    def read_all(self, resp, url):
+        try:
+            return resp.read()
+        except (http.client.HTTPException, OSError) as e:
+            self._drop(*urllib.parse.urlsplit(url)[:2])
+            raise FunctionError(f"transfer from {redact(url)} broke off: {_reason(e)}") from None
+
+
+def check(http_, resp, url, ok=(200, 201, 204, 206, 207)):
+    """Raise a clear FunctionError for an error answer (the body is read either way)."""
+    if resp.status in ok:
+        return resp
+    text = http_.read_all(resp, url)[:600].decode("utf-8", "replace").strip()
+    try:
+        detail = json.loads(text).get("error") or text
+    except (ValueError, AttributeError):
+        detail = text.splitlines()[0] if text else ""
+    detail = f": {detail[:200]}" if detail else ""
+    if resp.status in (401, 403):
+        raise FunctionError(f"storage refused access to {redact(url)} (HTTP {resp.status}{detail}); "
+                            "the URL's macaroon is missing, expired or lacks the activity")
+    if resp.status == 404:
+        raise FunctionError(f"{redact(url)} does not exist (HTTP 404)")
+    raise FunctionError(f"HTTP {resp.status} from {redact(url)}{detail}")
+
+
+def put(http_, url, body, content_type):
+    """Upload `body` (bytes, or a file opened for reading) in one PUT."""
+    size = len(body) if isinstance(body, (bytes, bytearray)) else os.fstat(body.fileno()).st_size
+    resp = http_.request("PUT", url, {"Content-Type": content_type, "Content-Length": str(size)}, body)
+    check(http_, resp, url, ok=(200, 201, 204))
+    http_.read_all(resp, url)
+    return size
+# ---- end of the shared HTTP helpers ----
+
+
+# ---- shared remote HDF5 file: the same text in hdf5-preview and metadata-extract ----
+class RemoteFile(io.RawIOBase):
+    """A read-only, seekable file over HTTP Range GETs, for h5py.File(RemoteFile(...)).
+
+    Small reads (HDF5 metadata) go through a cache of BLOCK-sized blocks; a large read (a
+    frame, a chunk) is fetched exactly, straight into h5py's buffer. So opening a file and
+    reading one frame of a stack transfers the metadata blocks and that frame, not the file.
+    A server that ignores Range gets one plain GET of the whole file instead.
+    """
+
+    BLOCK = 128 * 1024
+
+    def __init__(self, url, http_):
+        super().__init__()
+        self.url, self.http = url, http_
+        self.pos, self.fetched, self.requests = 0, 0, 0
+        self.blocks = {}
+        self.whole = None
+        resp = self._get(0, self.BLOCK - 1, ok=(200, 206, 416))
+        body = self.http.read_all(resp, url)
+        self.fetched += len(body)
+        if resp.status == 206:
+            total = (resp.getheader("Content-Range") or "").rpartition("/")[2]
+            if not total.isdigit():
+                raise FunctionError(f"{redact(url)}: the server's Content-Range has no file size")
+            self.size = int(total)
+            self.blocks[0] = body
+        elif resp.status == 416:  # no byte 0: an empty file
+            self.size = 0
+        else:  # the server ignored Range and sent the whole file
+            self.whole, self.size = body, len(body)
+
+    def _get(self, lo, hi, ok=(206,)):
+        self.requests += 1
+        resp = self.http.request("GET", self.url, {"Range": f"bytes={lo}-{hi}"})
+        check(self.http, resp, self.url, ok=ok)
+        return resp
+
+    def _fetch(self, lo, hi):
+        resp = self._get(lo, hi)
+        body = self.http.read_all(resp, self.url)
+        self.fetched += len(body)
+        if len(body) != hi - lo + 1:
+            raise FunctionError(f"{redact(self.url)} changed or broke off while being read")
+        return body
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buf):
+        view = memoryview(buf).cast("B")
+        n = min(len(view), max(self.size - self.pos, 0))
+        if n <= 0:
+            return 0
+        lo, hi = self.pos, self.pos + n - 1
+        if self.whole is not None:
+            view[:n] = self.whole[lo:hi + 1]
+        elif n >= 4 * self.BLOCK:  # bulk data: exactly what was asked for
+            view[:n] = self._fetch(lo, hi)
+        else:
+            first, last = lo // self.BLOCK, hi // self.BLOCK
+            missing = [b for b in range(first, last + 1) if b not in self.blocks]
+            if missing:  # one request for the whole missing run
+                a, z = missing[0], missing[-1]
+                data = self._fetch(a * self.BLOCK, min((z + 1) * self.BLOCK, self.size) - 1)
+                for b in range(a, z + 1):
+                    self.blocks[b] = data[(b - a) * self.BLOCK:(b - a + 1) * self.BLOCK]
+            done = 0
+            while done < n:
+                b, off = divmod(lo + done, self.BLOCK)
+                piece = self.blocks[b][off:off + n - done]
+                view[done:done + len(piece)] = piece
+                done += len(piece)
+        self.pos += n
+        return n
+
+
+def open_hdf5(src, url):
+    """h5py.File over a RemoteFile, with h5py's errors turned into clear ones."""
+    if src.size == 0:
+        raise FunctionError(f"{redact(url)} is empty (0 bytes)")
+    try:
+        return h5py.File(src, "r")
+    except OSError as e:
+        msg = str(e)
+        m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", msg)
+        if m:
+            why = f"truncated, {m.group(1)} of the {m.group(2)} bytes its superblock declares"
+        elif "signature" in msg:
+            why = "no HDF5 signature, it is not HDF5 at all"
+        else:
+            why = msg
+        raise FunctionError(f"{redact(url)} is not a readable HDF5 file: {why}") from None
+# ---- end of the shared remote HDF5 file ----
+
+
+# -- values as JSON ------------------------------------------------------------------------
+
+def _float(x):
+    """JSON has no NaN or infinity: they become the strings "NaN", "Infinity", "-Infinity"."""
+    if math.isfinite(x):
+        return x
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def _text(b):
+    return b.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def jsonable(v, limit=ATTRIBUTE_ELEMENTS):
+    """Any value h5py hands out as strict JSON: strings decoded, NaN/inf spelled out."""
+    if isinstance(v, (bytes, np.bytes_)):
+        return _text(bytes(v))
+    if isinstance(v, (str, bool)) or v is None:
+        return v
+    if isinstance(v, h5py.Empty):
+        return None
+    if isinstance(v, (h5py.Reference, h5py.RegionReference)):
+        return "<object reference>" if isinstance(v, h5py.Reference) else "<region reference>"
+    if isinstance(v, np.void) and v.dtype.names:
+        return {name: jsonable(v[name], limit) for name in v.dtype.names}
+    if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            return jsonable(v[()], limit)
+        flat = v.ravel()
+        items = [jsonable(x, limit) for x in flat[:limit]]
+        if flat.size > limit:
+            return {"shape": list(v.shape), "first": items, "truncated": True}
+        return np.array(items, dtype=object).reshape(v.shape).tolist() if v.ndim > 1 else items
+    if isinstance(v, np.generic):
+        v = v.item()
+        if isinstance(v, bytes):
+            return _text(v)
+    if isinstance(v, complex):
+        return {"real": _float(v.real), "imag": _float(v.imag)}
+    if isinstance(v, float):
+        return _float(v)
+    if isinstance(v, (int, str, bool)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x, limit) for x in v[:limit]]
+    return str(v)
+
+
+def dtype_name(dt_):
+    s = h5py.check_string_dtype(dt_)
+    if s is not None:
+        length = "variable" if s.length is None else s.length
+        return f"string({s.encoding}, {length})"
+    if dt_.names:
+        return "compound{" + ", ".join(f"{n}: {dtype_name(dt_.fields[n][0])}" for n in dt_.names) + "}"
+    base = h5py.check_vlen_dtype(dt_)
+    if base is not None:
+        return f"vlen[{dtype_name(base)}]"
+    if h5py.check_enum_dtype(dt_):
+        return f"enum({dt_.name})"
+    if dt_.subdtype:
+        return f"{dtype_name(dt_.subdtype[0])}{list(dt_.subdtype[1])}"
+    order = ">" if dt_.byteorder == ">" else ""
+    return order + dt_.name
+
+
+def attributes(obj):
+    out = {}
+    for name in obj.attrs:
+        try:
+            out[name] = jsonable(obj.attrs[name])
+        except (OSError, TypeError, ValueError) as e:  # an attribute h5py cannot read
+            out[name] = {"unreadable": str(e)}
+    return out
+
+
+# -- the structure -------------------------------------------------------------------------
+
+def filters(ds):
+    plist = ds.id.get_create_plist()
+    out = []
+    for i in range(plist.get_nfilters()):
+        fid, _flags, values, name = plist.get_filter(i)
+        out.append({"id": int(fid), "name": _text(name) or None, "values": [int(x) for x in values]})
+    return out
+
+
+def describe_dataset(path, ds):
+    shape = None if ds.shape is None else list(ds.shape)
+    d = {"path": path, "shape": shape, "dtype": dtype_name(ds.dtype),
+         "size": int(ds.size or 0), "chunks": list(ds.chunks) if ds.chunks else None,
+         "maxshape": None if ds.maxshape is None else [m if m is not None else "unlimited" for m in ds.maxshape],
+         "compression": ds.compression, "compression_opts": jsonable(ds.compression_opts),
+         "shuffle": ds.shuffle, "fletcher32": ds.fletcher32, "filters": filters(ds),
+         "storage_bytes": int(ds.id.get_storage_size()), "attributes": attributes(ds)}
+    if shape is not None and d["size"] <= VALUE_ELEMENTS:
+        try:
+            d["value"] = jsonable(ds[()])
+        except (OSError, TypeError, ValueError) as e:  # e.g. a filter this h5py lacks
+            d["value_error"] = str(e)
+    return d
+
+
+def structure(f, root, max_objects):
+    """Groups, datasets and links under `root` (soft and external links are listed, not followed)."""
+    start = f[root]
+    groups = [{"path": root, "attributes": attributes(start)}]
+    datasets, links = [], []
+    truncated = False
+    prefix = "" if root == "/" else root
+
+    def visit(name, link):
+        nonlocal truncated
+        if len(groups) + len(datasets) + len(links) >= max_objects:
+            truncated = True
+            return True
+        path = f"{prefix}/{name}"
+        if isinstance(link, h5py.SoftLink):
+            links.append({"path": path, "type": "soft", "target": link.path, "resolves": link.path in f})
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            links.append({"path": path, "type": "external", "file": link.filename, "target": link.path})
+            return None
+        obj = start.get(name)
+        if isinstance(obj, h5py.Group):
+            groups.append({"path": path, "attributes": attributes(obj)})
+        elif isinstance(obj, h5py.Dataset):
+            datasets.append(describe_dataset(path, obj))
+        return None
+
+    if isinstance(start, h5py.Group):
+        start.visititems_links(visit)
+    else:  # a single dataset was asked for
+        groups, datasets = [], [describe_dataset(root, start)]
+    return groups, datasets, links, truncated
+
+
+# -- science metadata ----------------------------------------------------------------------
+
+def _get(f, path):
+    try:
+        obj = f.get(path)
+    except (KeyError, OSError, ValueError):
+        return None
+    return obj if isinstance(obj, h5py.Dataset) else None
+
+
+def text_at(f, path):
+    ds = _get(f, path)
+    if ds is None or ds.size is None or ds.size == 0:
+        return None
+    v = jsonable(ds[()])
+    if isinstance(v, list):
+        v = v[0] if v else None
+    return v.strip() if isinstance(v, str) else None
+
+
+def number_at(f, path):
+    """(value, range) of a numeric scalar or per-frame array: the mean of its finite values,
+    and [min, max] when they differ; (None, None) when absent, not numeric or not finite."""
+    ds = _get(f, path)
+    if ds is None or ds.dtype.kind not in "iuf" or not ds.size:
+        return None, None
+    a = np.asarray(ds[()], dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if not a.size:
+        return None, None
+    lo, hi = float(a.min()), float(a.max())
+    return float(a.mean()), ([lo, hi] if hi > lo else None)
+
+
+def first_number(f, paths, factor=1.0):
+    for p in paths:
+        v, rng = number_at(f, p)
+        if v is not None:
+            return v * factor, ([x * factor for x in rng] if rng else None), p
+    return None, None, None
+
+
+def find_image(f):
+    for path in IMAGE_PATHS:
+        ds = _get(f, path)
+        if ds is not None and ds.ndim in (2, 3):
+            return path, ds
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and min(obj.shape) > MIN_IMAGE_SIDE:
+            found.append("/" + name)
+            return True
+        return None
+
+    f.visititems(visit)
+    return (found[0], f[found[0]]) if found else (None, None)
+
+
+def file_format(f):
+    if "cxi_version" in f or CXI in f:
+        return "cxi"
+    if any(p in f for p in ("/data/rawdata0", "/LCLS", "/processing/cheetah")):
+        return "cheetah"
+    return "hdf5"
+
+
+def science(f, coffset=None):
+    s = {"format": file_format(f)}
+    version, _, _ = first_number(f, ["/cxi_version"])
+    s["cxi_version"] = int(version) if version is not None else None
+    s["experiment_identifier"] = next(
+        (v for v in (text_at(f, f"{CXI}/experiment_identifier"), text_at(f, f"{CXI}/experimental_identifier"))
+         if v), None)
+    energy, energy_range, source = first_number(
+        f, [f"{SRC}/energy", *(f"{b}/incident_energy" for b in BEAMS)], 1.0 / J_PER_EV)
+    if energy is None:
+        energy, energy_range, source = first_number(f, ["/LCLS/photon_energy_eV"])
+    s["photon_energy_eV"], s["photon_energy_source"] = energy, source
+    if energy_range:
+        s["photon_energy_eV_range"] = energy_range
+    wavelength, _, wsource = first_number(f, [f"{b}/incident_wavelength" for b in BEAMS])
+    if wavelength is None:
+        wavelength, _, wsource = first_number(f, ["/LCLS/photon_wavelength_A"], 1e-10)
+    if wavelength is None and energy and energy > 0:
+        wavelength, wsource = HC_J_M / (energy * J_PER_EV), "from photon energy"
+    s["wavelength_m"] = wavelength
+    s["wavelength_A"] = wavelength * 1e10 if wavelength else None
+    s["wavelength_source"] = wsource
+    distance, _, dsource = first_number(f, [f"{DET}/distance"])
+    encoder, _, esource = first_number(f, ["/LCLS/detector0-EncoderValue", "/LCLS/detector_1/EncoderValue"])
+    if encoder is not None:
+        s["detector_encoder_mm"] = encoder
+        if distance is None and coffset is not None:  # CrystFEL: clen = encoder (mm) + coffset (m)
+            distance, dsource = encoder * 1e-3 + coffset, f"{esource} + coffset"
+    s["detector_distance_m"], s["detector_distance_source"] = distance, dsource
+    x, _, _ = first_number(f, [f"{DET}/x_pixel_size"])
+    y, _, _ = first_number(f, [f"{DET}/y_pixel_size"])
+    s["pixel_size_m"] = {"x": x, "y": y} if x is not None or y is not None else None
+    name, ds = find_image(f)
+    if ds is not None:
+        s["image"] = {"dataset": name, "shape": list(ds.shape), "dtype": dtype_name(ds.dtype)}
+        s["frames"] = int(ds.shape[0]) if ds.ndim == 3 else 1
+    else:
+        s["image"], s["frames"] = None, 0
+    start = text_at(f, f"{CXI}/start_time") or text_at(f, "/LCLS/eventTimeString")
+    if start is None:
+        t, _, _ = first_number(f, ["/LCLS/machineTime"])
+        if t is not None:
+            start = dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+    s["start_time"] = start
+    for key, path in (("end_time", f"{CXI}/end_time"), ("title", f"{CXI}/title"),
+                      ("experiment_description", f"{CXI}/experiment_description"),
+                      ("sample", f"{CXI}/sample_1/name"), ("instrument", f"{CXI}/instrument_1/name"),
+                      ("source", f"{SRC}/name")):
+        v = text_at(f, path)
+        if v:
+            s[key] = v
+    pulse, _, _ = first_number(f, [f"{SRC}/pulse_width"])
+    if pulse is not None:
+        s["pulse_width_s"] = pulse
+    return {k: (jsonable(v) if isinstance(v, float) else v) for k, v in s.items()}
+
+
+# -- the action --------------------------------------------------------------------------
+
+def _optional_url(args, key):
+    v = args.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str) or urllib.parse.urlsplit(v.strip()).scheme not in ("http", "https"):
+        raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")
+    return v.strip()
+
+
+def parse_args(args):
+    read = _optional_url(args, "read")
+    if read is None:
+        raise FunctionError("'read' (the URL of the HDF5/CXI file) is required")
+    root = args.get("path", "/")
+    if not isinstance(root, str) or not root.strip():
+        raise FunctionError(f"'path' must be an HDF5 path such as /entry_1, got {root!r}")
+    coffset = args.get("coffset")
+    if coffset is not None:
+        if isinstance(coffset, bool) or not isinstance(coffset, (int, float)) or not math.isfinite(coffset):
+            raise FunctionError(f"'coffset' must be a number of metres, got {coffset!r}")
+    limit = args.get("max_objects", 20000)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise FunctionError(f"'max_objects' must be an integer >= 1, got {limit!r}")
+    return read, _optional_url(args, "write"), "/" + root.strip().strip("/"), coffset, limit
+
+
+def extract(args):
+    t0 = time.perf_counter()
+    read, write, root, coffset, limit = parse_args(args)
+    http_ = Http()
+    try:
+        src = RemoteFile(read, http_)
+        with open_hdf5(src, read) as f:
+            if root != "/" and root not in f:
+                raise FunctionError(f"{root} not found in the file")
+            try:
+                groups, datasets, links, truncated = structure(f, root, limit)
+                sci = science(f, coffset)
+            except (OSError, RuntimeError) as e:
+                raise FunctionError(f"{redact(read)} is corrupt or truncated: {e}") from None
+        t_read = time.perf_counter()
+        doc = {"source": redact(read), "file_bytes": src.size, "path": root,
+               "extracted": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+               "science": sci, "groups": groups, "datasets": datasets, "links": links,
+               "truncated": truncated}
+        body = json.dumps(doc, allow_nan=False, indent=1).encode()
+        if write:
+            put(http_, write, body, "application/json")
+        t_end = time.perf_counter()
+    finally:
+        http_.close()
+    counts = {"groups": len(groups), "datasets": len(datasets), "links": len(links),
+              "attributes": sum(len(o["attributes"]) for o in groups + datasets)}
+    res = {"json": redact(write) if write else None, "source": redact(read), "format": sci["format"],
+           "science": sci, "counts": counts, "truncated": truncated, "json_bytes": len(body),
+           "bytes_fetched": src.fetched, "requests": src.requests, "file_bytes": src.size,
+           "timing": {"read": round(t_read - t0, 4), "write": round(t_end - t_read, 4),
+                      "total": round(t_end - t0, 4)}}
+    if not write:
+        res["metadata"] = doc
+    return res
+
+
+def one(args):
+    try:
+        return extract(args)
+    except FunctionError as e:
+        return {"error": str(e)}
+    except Exception as e:  # a bug or an unforeseen file: one clear line, the trace in the logs
+        traceback.print_exc(file=sys.stderr)
+        return {"error": f"metadata-extract failed unexpectedly: {type(e).__name__}: {e}"}
+
+
+def main(args):
+    messages = args.get("messages")
+    if not isinstance(messages, list):
+        return one(args)
+    # A Kafka feed batch: one document per task; the action's default parameters apply to each.
+    defaults = {k: v for k, v in args.items() if k != "messages"}
+    results = []
+    for m in messages:
+        value = m.get("value") if isinstance(m, dict) else None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            results.append({"error": "message value is not a task object"})
+            continue
+        res = one({**defaults, **value})
+        res.pop("metadata", None)  # documents go to storage; the batch result stays small
+        if isinstance(value.get("task_id"), str):
+            res["task_id"] = value["task_id"]
+        results.append(res)
+    failed = [r for r in results if "error" in r]
+    out = {"results": results, "count": len(results), "failed": len(failed)}
+    if failed:
+        out = {"error": failed[0]["error"] if len(failed) == 1 else
+               f"{len(failed)} of {len(results)} extractions failed", **out}
+    return out
