@@ -81,6 +81,23 @@ def _kafka_topics(args) -> int:
     return 0
 
 
+def _heat_validate(args) -> int:
+    from . import heatcheck
+    try:
+        problems = heatcheck.validate_tree(Path(args.directory), Path(args.env_dir) if args.env_dir else None)
+    except heatcheck.HeatUnavailable as e:
+        print(f"panfaas: {e}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(problem)
+    files = len(heatcheck.templates_in(Path(args.directory)))
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.directory}", file=sys.stderr)
+        return 1
+    print(f"{args.directory}: {files} templates valid")
+    return 0
+
+
 def _sample(args) -> int:
     from . import samples
     if args.layout == "cxi":
@@ -124,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--bootstrap", required=True, help="host:port of a broker")
     c.add_argument("topics", nargs="+")
     c.set_defaults(func=_kafka_topics)
+
+    h = sub.add_parser("heat", help="Heat (HOT) template tools")
+    hs = h.add_subparsers(dest="command", required=True)
+    c = hs.add_parser("validate", help="validate templates and environment files offline, against Heat's own "
+                      "resource schemas (the openstack-heat package); one problem per line, exit 1 if any")
+    c.add_argument("directory", help="directory of templates (e.g. heat/); environments are read from <dir>/env/")
+    c.add_argument("--env-dir", help="environment files directory (default: <directory>/env)")
+    c.set_defaults(func=_heat_validate)
 
     a = sub.add_parser("aio", help="all-in-one deployment helpers")
     as_ = a.add_subparsers(dest="command", required=True)
