@@ -155,7 +155,7 @@ def test_the_cli_fails_and_prints_one_line_per_problem(tree, capsys):
     ("server.yaml", "deletion_policy: Retain", "deletion_policy: Keep",
      "heat/server.yaml: resources.data_volume.deletion_policy: unknown deletion policy 'Keep' "
      "(Delete, Retain or Snapshot)"),
-    ("server.yaml", "get_file: files/cloud-config.yaml", "get_file: files/cloud-init.yaml",
+    ("server.yaml", "get_file: files/cloud-config.cfg", "get_file: files/cloud-init.yaml",
      "heat/server.yaml: resources.server.properties.user_data.str_replace_strict.template: get_file "
      "'files/cloud-init.yaml': no such file next to the template"),
     ("server.yaml", "__MOUNT_POINT__: {get_param: data_mount_point}",

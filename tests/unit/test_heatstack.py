@@ -33,14 +33,14 @@ def stack(tag: str | None, status: str = "CREATE_COMPLETE", outputs: dict | None
 def test_the_digest_covers_nested_templates_get_file_files_environments_and_parameters(heat_dir):
     tmpl, env = heat_dir / "gitlab.yaml", heat_dir / "env" / "example-site.yaml"
     files = {p.name for p in heatstack.referenced_files(tmpl)}
-    assert files == {"gitlab.yaml", "server.yaml", "cloud-config.yaml"}
+    assert files == {"gitlab.yaml", "server.yaml", "cloud-config.cfg"}
     params = {"site_name": "ex", "flavor": "m1.large"}
     base = heatstack.digest(tmpl, [env], params)
     assert heatstack.digest(tmpl, [env], dict(reversed(params.items()))) == base  # order does not matter
     changes = []
     changes.append(heatstack.digest(tmpl, [env], {**params, "flavor": "m1.xlarge"}))
     changes.append(heatstack.digest(tmpl, [], params))
-    (heat_dir / "files" / "cloud-config.yaml").write_text("#cloud-config\n{}\n")
+    (heat_dir / "files" / "cloud-config.cfg").write_text("#cloud-config\n{}\n")
     changes.append(heatstack.digest(tmpl, [env], params))
     (heat_dir / "server.yaml").write_text((heat_dir / "server.yaml").read_text() + "\n# a comment\n")
     changes.append(heatstack.digest(tmpl, [env], params))
