@@ -25,8 +25,8 @@ options:
         (image_id, external_network_id, flavor_id, ...), with C(labels) holding only the extra
         labels and C(min_node_count), C(max_node_count), C(auto_scaling_enabled),
         C(cinder_csi_enabled) for the managed ones.
+      - Without it the module only reads the cluster and its templates (teardown).
     type: dict
-    required: true
 author: panfaas
 """
 
@@ -82,7 +82,7 @@ from ansible_collections.openstack.cloud.plugins.module_utils.openstack import O
 class MagnumClusterPlanModule(OpenStackModule):
     argument_spec = dict(
         name=dict(required=True),
-        template=dict(type="dict", required=True),
+        template=dict(type="dict"),
     )
     module_kwargs = dict(supports_check_mode=True)
 
@@ -92,33 +92,44 @@ class MagnumClusterPlanModule(OpenStackModule):
         except ImportError as e:
             self.fail_json(msg=f"panfaas is not importable ({e}); run ansible from the project's venv")
         name = self.params["name"]
-        settings = dict(self.params["template"])
-        try:
-            settings["labels"] = magnum.labels(
-                settings.pop("labels", None) or {},
-                min_nodes=int(settings.pop("min_node_count", 1)),
-                max_nodes=int(settings.pop("max_node_count", 1)),
-                autoscaling=boolean(settings.pop("auto_scaling_enabled", True)),
-                cinder_csi=boolean(settings.pop("cinder_csi_enabled", True)))
-        except magnum.MagnumError as e:
-            self.fail_json(msg=str(e))
-        spec = {k: v for k, v in settings.items() if v not in (None, "")}
-        wanted = magnum.template_name(name, spec)
+        spec = None
+        if self.params["template"] is not None:  # settings first: a bad label fails before any API call
+            settings = dict(self.params["template"])
+            try:
+                settings["labels"] = magnum.labels(
+                    settings.pop("labels", None) or {},
+                    min_nodes=int(settings.pop("min_node_count", 1)),
+                    max_nodes=int(settings.pop("max_node_count", 1)),
+                    autoscaling=boolean(settings.pop("auto_scaling_enabled", True)),
+                    cinder_csi=boolean(settings.pop("cinder_csi_enabled", True)))
+            except magnum.MagnumError as e:
+                self.fail_json(msg=str(e))
+            spec = {k: v for k, v in settings.items() if v not in (None, "")}
         coe = self.conn.container_infrastructure_management
-        templates = sorted(
-            ({"name": t.name, "id": t.id, "created_at": t.created_at} for t in coe.cluster_templates()
-             if t.name == wanted or magnum.owned_template(name, t.name)),
-            key=lambda t: t["created_at"] or "")
         found = self.conn.get_coe_cluster(name)
         cluster = found.to_dict(computed=False) if found else None
+        phase = magnum.phase(cluster.get("status") if cluster else None)
+        if spec is None:  # read only (teardown)
+            templates = self._templates(magnum, coe, name, None)
+            self.exit_json(changed=False, action="none", message="read only", phase=phase, template_name=None,
+                           template_id=None, template=None, templates=templates, cluster=cluster)
+        wanted = magnum.template_name(name, spec)
+        templates = self._templates(magnum, coe, name, wanted)
         try:
             decision = magnum.decide(name, cluster, templates, wanted)
         except magnum.MagnumError as e:
             self.fail_json(msg=str(e), cluster=cluster, templates=templates, template_name=wanted)
-        self.exit_json(changed=False, action=decision.action, message=decision.message,
-                       phase=magnum.phase(cluster.get("status") if cluster else None),
+        self.exit_json(changed=False, action=decision.action, message=decision.message, phase=phase,
                        template_name=wanted, template_id=decision.template_id, template=spec,
                        templates=templates, cluster=cluster)
+
+    @staticmethod
+    def _templates(magnum, coe, name, wanted):
+        """This cluster's templates (named <cluster>-<8 hex>), oldest first."""
+        return sorted(
+            ({"name": t.name, "id": t.id, "created_at": t.created_at} for t in coe.cluster_templates()
+             if t.name == wanted or magnum.owned_template(name, t.name)),
+            key=lambda t: t["created_at"] or "")
 
 
 def main():
