@@ -233,3 +233,25 @@ def test_an_environment_may_set_only_declared_parameters(tree, env, expected):
     (root / "env" / "site.yaml").write_text(env)
     found = problems(root)
     assert expected in found, "\n".join(found)
+
+
+def test_the_cloud_config_renders_to_valid_cloud_init_with_a_valid_script(tmp_path):
+    """What Heat's str_replace_strict makes of files/cloud-config.cfg: a #cloud-config YAML
+    document whose data-volume script passes `sh -n`."""
+    import subprocess
+
+    server = yaml.safe_load((HEAT / "server.yaml").read_text())
+    params = server["resources"]["server"]["properties"]["user_data"]["str_replace_strict"]["params"]
+    text = (HEAT / "files" / "cloud-config.cfg").read_text()
+    for key, value in {"__VOLUME_ID__": "0b7c2f1e-4d6a-4c3e-9a51-6f1d2e3c4b5a", "__MOUNT_POINT__": "/srv/data"}.items():
+        assert key in params and key in text
+        text = text.replace(key, value)
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    assert doc["ssh_pwauth"] is False and doc["disable_root"] is True
+    (script,) = [f for f in doc["write_files"] if f["path"] == "/usr/local/sbin/panfaas-data-volume"]
+    assert doc["runcmd"] == [[script["path"]]]
+    (tmp_path / "script.sh").write_text(script["content"])
+    out = subprocess.run(["sh", "-n", str(tmp_path / "script.sh")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert 'serial=$(printf %s "$id" | cut -c1-20)' in script["content"]

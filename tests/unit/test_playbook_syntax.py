@@ -127,3 +127,38 @@ def test_teardown_refuses_without_the_site_name_before_contacting_anything(extra
     # the refusal comes first: no task talked to OpenStack or Kubernetes
     assert "openstack" not in out.stdout.split("Stop unless the site name was confirmed")[0].lower().replace(
         "openstack_control", "")
+
+
+RUNBOOKS = sorted((REPO / "docs" / "runbooks").glob("site-*.md"))
+
+
+def test_the_site_runbooks_are_all_there():
+    assert [p.name for p in RUNBOOKS] == ["site-bootstrap.md", "site-kubernetes-scaling.md",
+                                           "site-ssh-key-rotation.md", "site-teardown.md", "site-vm-recovery.md"]
+
+
+def test_the_runbooks_match_the_playbooks():
+    """Every playbook, runbook, variable, task name and message a site runbook names exists."""
+    defined = set()
+    for path in list((SITE / "group_vars").rglob("*.yml")) + list(REPO.glob("roles/*/defaults/main.yml")):
+        defined |= set(yaml.safe_load(path.read_text()) or {})
+    code = "\n".join(p.read_text() for p in [*REPO.glob("playbooks/**/*.yml"), *REPO.glob("roles/*/tasks/*.yml"),
+                                              *REPO.glob("src/panfaas/*.py")])
+    quoted = {
+        "site-bootstrap.md": ["Wait for the cluster", "Wait until the VM answers over SSH", ": wait for it",
+                              "was built from cluster template"],
+        "site-kubernetes-scaling.md": ["was built from cluster template", "but the settings now", "last operation"],
+        "site-ssh-key-rotation.md": ["Ensure the first admin key is in the keypair"],
+        "site-teardown.md": ["Not confirmed: nothing was deleted"],
+        "site-vm-recovery.md": [],
+    }
+    for runbook in RUNBOOKS:
+        text = runbook.read_text()
+        for pb in set(re.findall(r"playbooks/[a-z_]+\.yml", text)):
+            assert (REPO / pb).exists(), f"{runbook.name}: {pb}"
+        for doc in set(re.findall(r"docs/runbooks/[a-z-]+\.md", text)):
+            assert (REPO / doc).exists(), f"{runbook.name}: {doc}"
+        for var in set(re.findall(r"\b((?:site|teardown)_[a-z0-9_]*[a-z0-9])\b", text)):
+            assert var in defined or var in ("site_vms",), f"{runbook.name}: {var} is not a variable"
+        for phrase in quoted[runbook.name]:
+            assert phrase.split("`")[0] in code, f"{runbook.name}: '{phrase}' is not in the playbooks or roles"
