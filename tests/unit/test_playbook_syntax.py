@@ -162,3 +162,10 @@ def test_the_runbooks_match_the_playbooks():
             assert var in defined or var in ("site_vms",), f"{runbook.name}: {var} is not a variable"
         for phrase in quoted[runbook.name]:
             assert phrase.split("`")[0] in code, f"{runbook.name}: '{phrase}' is not in the playbooks or roles"
+
+
+def test_infrastructure_refuses_the_example_placeholders_before_contacting_the_cloud():
+    out = ansible("ansible-playbook", "-i", str(SITE), "playbooks/infrastructure.yml", "--check")
+    assert out.returncode != 0
+    assert "Fill in the site settings in the inventory" in out.stdout, out.stdout[-3000:]
+    assert "Ensure the first admin key is in the keypair" not in out.stdout
