@@ -42,8 +42,11 @@ def test_molecule_scenario(scenario, docker_ready, tmp_path):
         "MOLECULE_STORAGE_PORT": str(free_port()),
         "MOLECULE_ROUTER_PORT": str(free_port()),
         "MOLECULE_RUNTIME_PORT": str(free_port()),
-        # Concurrent runs (several checkouts) must not share molecule's ephemeral state.
+        # Concurrent runs (several checkouts) must not share molecule's ephemeral state. Molecule
+        # keys it by the role directory's name under ~/.ansible/tmp (not XDG_CACHE_HOME), so two
+        # checkouts testing the same role would delete each other's inventory: give each run its own.
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "ephemeral"),
         "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", "NO_COLOR": "1",
     }
     out = subprocess.run([str(BIN / "molecule"), "test", "-s", scenario.parent.name], cwd=role_dir, env=env,
