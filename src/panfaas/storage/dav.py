@@ -190,6 +190,8 @@ class JsonErrors(BaseMiddleware):
             else:
                 content_type = "application/json"
                 message = e.context_info or status.split(" ", 1)[-1]
+                if e.value == 404 and e.context_info:
+                    message = f"not found: {e.context_info}"
                 if e.value == HTTP_INTERNAL_ERROR and e.src_exception:
                     message = f"internal error: {e.src_exception!r}"
                 body = json.dumps({"error": message}).encode()

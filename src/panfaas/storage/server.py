@@ -149,9 +149,11 @@ def serve(conf_path: str | None) -> int:
     for (host, port), app in [((conf["listen"]["host"], int(conf["listen"]["port"])), storage.door)] + (
             [((conf["frontend"]["listen"]["host"], int(conf["frontend"]["listen"]["port"])), storage.frontend)]
             if conf["frontend"].get("listen") else []):
-        server = wsgi.Server((host, port), app, numthreads=threads, server_name="panfaas-storage")
+        # A listen backlog of cheroot's default 5 resets clients when many connect at once.
+        server = wsgi.Server((host, port), app, numthreads=threads, server_name="panfaas-storage",
+                             request_queue_size=256, shutdown_timeout=2)
         server.max_request_body_size = 0
-        server.shutdown_timeout = 2
+        server.keep_alive_conn_limit = 4 * threads
         servers.append(server)
 
     def on_signal(signum, _frame):
