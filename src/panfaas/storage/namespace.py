@@ -231,7 +231,9 @@ class Upload:
         if self.max_bytes is not None and self.summer.size + len(data) > self.max_bytes:
             raise Refused(403, f"upload exceeds the macaroon's max-upload of {self.max_bytes} bytes")
         self.summer.update(data)
-        self.file.write(data)
+        view = memoryview(data)
+        while view:                     # a raw write may take less than it is given
+            view = view[self.file.write(view):]
         now = time.monotonic()
         if now - self._last_modify >= MODIFY_EVERY:
             self._last_modify = now
