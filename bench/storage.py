@@ -3,10 +3,11 @@
 Starts a real tansu broker and a real storage element (tests/services.py), then:
 
 1. Throughput: a file (1 GiB by default) uploaded with `curl -T` and downloaded
-   with `curl -o` through the WebDAV door, against a raw disk copy of the same
-   file on the same filesystem in the same run (`cp`, which copies in the
-   kernel, and a 1 MiB read/write loop). Interleaved repeats; medians compared.
-   Targets: door/raw >= 0.5 for upload and for download.
+   with `curl -o` and with a lean http.client loop, through the WebDAV door,
+   against a raw disk copy of the same file on the same filesystem in the same
+   run (`cp`, which copies in the kernel, and a 1 MiB read/write loop; the faster
+   median is the baseline). Interleaved repeats, `sync` before each; medians
+   compared. Targets: door/raw >= 0.5 for upload and for download.
 2. Event latency: N uploads (1000 by default, 4 KiB each, one after another)
    while a consumer follows the billing topic. For each pool `transfer` record:
    from the record's own `date` (stamped when the door completed the upload)
@@ -15,14 +16,16 @@ Starts a real tansu broker and a real storage element (tests/services.py), then:
    fetch_max_wait_ms=10, each against a bare producer -> consumer baseline
    through the same broker. Target: p99 < 50 ms.
 
-    .venv/bin/python bench/storage.py [--size-mib 1024] [--repeat 3] [--uploads 1000]
+    .venv/bin/python bench/storage.py [--size-mib 1024] [--repeat 5] [--uploads 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
+import http.client
 import json
 import os
 import shutil
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -64,6 +68,22 @@ def curl(*args: str) -> None:
         raise RuntimeError(f"curl {' '.join(args[-1:])}: {out.stderr.strip() or out.stdout}")
 
 
+def python_download(url: str, auth: tuple[str, str], dst: Path) -> None:
+    """A lean client: http.client reading 4 MiB at a time into one buffer (curl writes 16 KiB pieces)."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    basic = base64.b64encode(":".join(auth).encode()).decode()
+    conn.request("GET", u.path, headers={"Authorization": f"Basic {basic}"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"GET {url}: {resp.status}")
+    buf = memoryview(bytearray(4 << 20))
+    with open(dst, "wb", buffering=0) as f:
+        while n := resp.readinto(buf):
+            f.write(buf[:n])
+    conn.close()
+
+
 def throughput(storage, work: Path, size_mib: int, repeat: int) -> dict:
     src = work / "src.bin"
     with open(src, "wb") as f:              # incompressible, written once
@@ -71,7 +91,8 @@ def throughput(storage, work: Path, size_mib: int, repeat: int) -> dict:
             f.write(os.urandom(1 << 20))
     user, password = storage.auth()
     requests.request("MKCOL", storage.url + "/bench", auth=(user, password))
-    times: dict[str, list[float]] = {"cp": [], "python copy": [], "upload": [], "download": []}
+    times: dict[str, list[float]] = {"cp": [], "python copy": [], "upload": [], "download": [],
+                                     "download (http.client)": []}
     for i in range(repeat):
         dst = work / f"copy-{i}.bin"
         times["cp"].append(timed(subprocess.run, ["cp", str(src), str(dst)]))
@@ -81,6 +102,10 @@ def throughput(storage, work: Path, size_mib: int, repeat: int) -> dict:
         url = f"{storage.url}/bench/big-{i}.bin"
         times["upload"].append(timed(curl, "-u", f"{user}:{password}", "-o", "/dev/null", "-T", str(src), url))
         times["download"].append(timed(curl, "-u", f"{user}:{password}", "-o", str(dst), url))
+        if dst.stat().st_size != src.stat().st_size:
+            raise RuntimeError("downloaded size differs")
+        dst.unlink()
+        times["download (http.client)"].append(timed(python_download, url, (user, password), dst))
         if dst.stat().st_size != src.stat().st_size:
             raise RuntimeError("downloaded size differs")
         dst.unlink()
@@ -193,7 +218,7 @@ def raw_latency(broker, count: int, **consumer_opts) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the throughput file (default 1024)")
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats of each copy (default 3)")
+    ap.add_argument("--repeat", type=int, default=5, help="interleaved repeats of each copy (default 5)")
     ap.add_argument("--uploads", type=int, default=1000, help="uploads for the latency figures (default 1000)")
     ap.add_argument("--upload-size", type=int, default=4096, help="bytes per latency upload (default 4096)")
     ap.add_argument("--skip-throughput", action="store_true")
@@ -213,12 +238,16 @@ def main() -> int:
             results["throughput"] = tp
             print(f"\nThroughput, {args.size_mib} MiB file, median of {args.repeat} (best in brackets):")
             for k, v in tp.items():
-                print(f"  {k:<12} {v['MiB/s']:8.0f} MiB/s   {v['median_s']:6.2f} s  ({v['best_s']:.2f} s)")
+                print(f"  {k:<22} {v['MiB/s']:8.0f} MiB/s   {v['median_s']:6.2f} s  ({v['best_s']:.2f} s)")
+            # Interference from other work on the machine only ever slows a run down, so the
+            # best runs say what the code can do; the medians are what the target is judged on.
             raw = min(tp["cp"]["median_s"], tp["python copy"]["median_s"])
-            for k in ("upload", "download"):
+            raw_best = min(tp["cp"]["best_s"], tp["python copy"]["best_s"])
+            for k in ("upload", "download", "download (http.client)"):
                 ratio = raw / tp[k]["median_s"]
-                results[f"{k}_ratio"] = ratio
-                print(f"  {k:<8} / raw copy = {ratio:4.2f}   target >= 0.50   "
+                best = raw_best / tp[k]["best_s"]
+                results[f"{k} ratio"] = {"median": ratio, "best": best}
+                print(f"  {k:<22} / raw copy = {ratio:4.2f} (best runs {best:4.2f})   target >= 0.50   "
                       f"{'MET' if ratio >= 0.5 else 'MISSED'}")
         # tansu holds a fetch until fetch.max.wait even when records arrive meanwhile, so
         # the consumer's setting bounds what any consumer sees; measure both settings,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import uuid
 import zlib
 
@@ -279,3 +280,57 @@ def test_healthz_metrics_and_unsupported_methods(storage, d):
     r = requests.post(storage.url + d, data=b"{}", auth=storage.auth(), headers={"Content-Type": "application/json"})
     assert r.status_code == 405
     assert json.loads(requests.request("PATCH", storage.url + d, auth=storage.auth()).text)["error"]
+
+
+def test_conditional_get_and_if_range(storage, d):
+    put(storage, d + "/cond.txt", b"0123456789")
+    h = requests.head(storage.url + d + "/cond.txt", auth=storage.auth())
+    etag, modified = h.headers["ETag"], h.headers["Last-Modified"]
+    assert requests.get(storage.url + d + "/cond.txt", headers={"If-None-Match": etag},
+                        auth=storage.auth()).status_code == 304
+    assert requests.get(storage.url + d + "/cond.txt", headers={"If-Modified-Since": modified},
+                        auth=storage.auth()).status_code == 304
+    assert requests.get(storage.url + d + "/cond.txt", headers={"If-Match": '"other"'},
+                        auth=storage.auth()).status_code == 412
+    r = requests.get(storage.url + d + "/cond.txt", headers={"Range": "bytes=2-3", "If-Range": etag},
+                     auth=storage.auth())
+    assert r.status_code == 206 and r.content == b"23"
+    r = requests.get(storage.url + d + "/cond.txt", headers={"Range": "bytes=2-3", "If-Range": '"stale"'},
+                     auth=storage.auth())
+    assert r.status_code == 200 and r.content == b"0123456789"
+    etag_in_propfind = requests.request("PROPFIND", storage.url + d + "/cond.txt", headers={"Depth": "0"},
+                                        auth=storage.auth()).text
+    assert etag.strip('"') in etag_in_propfind
+
+
+def test_large_uploads_are_checksummed_whichever_way_they_arrive(storage, d):
+    data = os.urandom(5 << 20)                 # large enough for the splice(2) path
+    r = put(storage, d + "/big.bin", data, headers={"Want-Digest": "adler32,md5"})
+    assert r.headers["Digest"] == f"adler32={adler(data)}"
+    assert requests.get(storage.url + d + "/big.bin", auth=storage.auth()).content == data
+    r = requests.put(storage.url + d + "/big-bad.bin", data=data, headers={"Digest": "adler32=00000001"},
+                     auth=storage.auth())
+    assert r.status_code == 400 and not (storage.data_dir / d.lstrip("/") / "big-bad.bin").exists()
+
+    def chunks():                                # chunked: no Content-Length
+        for i in range(0, len(data), 300_000):
+            yield data[i:i + 300_000]
+    r = put(storage, d + "/chunked.bin", chunks(), headers={"Want-Digest": "adler32"})
+    assert r.headers["Digest"] == f"adler32={adler(data)}"
+
+
+def test_a_client_that_stops_sending_leaves_nothing(storage, d):
+    import socket as s
+    user, password = storage.auth()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    conn = s.create_connection(("127.0.0.1", storage.port))
+    conn.sendall(f"PUT {d}/partial.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                 f"Content-Length: {10 << 20}\r\n\r\n".encode() + os.urandom(3 << 20))
+    conn.close()                                 # 3 of 10 MiB, then gone
+    staging = storage.data_dir.parent / (storage.data_dir.name + ".staging")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (list(staging.glob(".upload-*"))
+                                           or (storage.data_dir / d.lstrip("/") / "partial.bin").exists()):
+        time.sleep(0.1)
+    assert not (storage.data_dir / d.lstrip("/") / "partial.bin").exists()
+    assert not list(staging.glob(".upload-*"))

@@ -37,6 +37,7 @@ from .auth import Authenticator, load_users
 from .billing import Biller, BillingEmitter, Pool
 from .door import Door
 from .frontend import Frontend
+from .gateway import Gateway
 from .namespace import Namespace
 from .notify import Hub
 from .sse import Registry
@@ -154,6 +155,7 @@ def serve(conf_path: str | None) -> int:
                              request_queue_size=256, shutdown_timeout=2)
         server.max_request_body_size = 0
         server.keep_alive_conn_limit = 4 * threads
+        server.gateway = Gateway          # wsgi.file_wrapper: downloads by sendfile(2)
         servers.append(server)
 
     def on_signal(signum, _frame):
