@@ -86,6 +86,9 @@ class Storage:
 
     def __init__(self, conf: dict, emitter: BillingEmitter | None = None):
         for key in ("data-dir", "users-file", "macaroons.root-key-file"):
+            section, _, leaf = key.rpartition(".")
+            if not (conf.get(section, {}) if section else conf).get(leaf):
+                raise cfg.ConfigError(f"storage: missing required setting '{key}'")
             cfg.require(conf, key, str, "storage")
         default, maximum = _duration(conf, "macaroons.default-lifetime"), _duration(conf, "macaroons.max-lifetime")
         if default > maximum:
