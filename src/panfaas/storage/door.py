@@ -41,8 +41,8 @@ RECV_BUFFER = 4 << 20     # uploads are written to disk in pieces of this size
 SPLICE_FROM = 1 << 20     # uploads bigger than this move socket -> file by splice(2)
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-           413: "Payload Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-           503: "Service Unavailable"}
+           412: "Precondition Failed", 413: "Payload Too Large", 416: "Range Not Satisfiable",
+           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
 NOT_SUPPORTED = ("COPY", "LOCK", "UNLOCK")
 WWW_AUTH = [("WWW-Authenticate", 'Basic realm="panfaas"')]
 
@@ -52,11 +52,6 @@ def json_response(start_response, status: int, body: dict, headers=()) -> list[b
     start_response(f"{status} {REASONS.get(status, '')}".strip(),
                    [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers])
     return [data]
-
-
-def _wsgi_str(text: str) -> str:
-    """A str as WSGI carries it (UTF-8 bytes as latin-1)."""
-    return text.encode("utf-8").decode("latin-1")
 
 
 def decode_path(raw: str) -> str:
