@@ -95,3 +95,115 @@ def test_parse_duration_rejects(text):
 def test_ip_caveat():
     g = m.check_caveats(["ip:127.0.0.0/8,::1", "id:1;1;a", "iid:x"])
     assert g.allows_ip("127.0.0.1") and g.allows_ip("::1") and not g.allows_ip("192.0.2.1")
+
+
+IDS = ["iid:x", "id:1;1;a"]
+
+
+def grant(*caveats):
+    return m.check_caveats(IDS + list(caveats))
+
+
+def test_iid_comes_first_and_before_last():
+    cavs = [c.caveat_id for c in pymacaroons.Macaroon.deserialize(mint(authority())).caveats]
+    assert cavs[0].startswith("iid:") and cavs[1] == "id:1000;1000;alice" and cavs[-1].startswith("before:")
+
+
+def test_path_allows_inside_and_ancestors_denies_siblings():
+    g = grant("path:/data/run1")
+    assert g.within_path("/data/run1/x") and not g.within_path("/data")
+    assert g.allows_path("/data") and g.allows_path("/")            # ancestors stay visible
+    assert not g.allows_path("/data/run2") and not g.allows_path("/data/run10")
+
+
+def test_root_is_a_prefix_for_everything():
+    g = grant("root:/data", "root:/run1", "path:/sub")
+    assert g.root == "/data/run1" and g.limit == "/data/run1/sub"
+    assert g.within_path("/data/run1/sub/f") and not g.within_path("/data/run1/other")
+
+
+@pytest.mark.parametrize("bad", ["path:relative", "root:/a/../b", "home:~alice", "path:/a/./../.."])
+def test_paths_must_be_absolute_without_dot_dot(bad):
+    with pytest.raises(m.MacaroonError, match="bad"):
+        grant(bad)
+
+
+def test_home_is_kept():
+    assert grant("home:/users/alice").home == "/users/alice"
+
+
+def test_before_every_one_must_hold():
+    g = grant("before:2030-01-01T00:00:00Z", "before:2029-06-01T12:00:00.500Z")
+    assert g.before == dt.datetime(2029, 6, 1, 12, 0, 0, 500000, tzinfo=dt.UTC)
+    with pytest.raises(m.MacaroonError, match="bad before"):
+        grant("before:2030-01-01T00:00:00")          # no Z
+
+
+def test_ip_caveats_intersect_and_take_lists_and_cidrs():
+    g = grant("ip:10.0.0.0/8,192.0.2.7,2001:db8::/32", "ip:10.1.0.0/16,2001:db8::1")
+    assert g.allows_ip("10.1.2.3") and g.allows_ip("2001:db8::1")
+    assert not g.allows_ip("10.2.0.1") and not g.allows_ip("192.0.2.7") and not g.allows_ip("not-an-ip")
+    assert grant().allows_ip("203.0.113.5")              # no ip caveat: any address
+    with pytest.raises(m.MacaroonError, match="bad ip"):
+        grant("ip:")
+
+
+def test_max_upload_smallest_wins_and_must_be_bytes():
+    assert grant("max-upload:100", "max-upload:10").max_upload == 10
+    for bad in ("max-upload:-1", "max-upload:1e3"):
+        with pytest.raises(m.MacaroonError, match="bad max-upload"):
+            grant(bad)
+
+
+def test_empty_activity_allows_nothing_and_read_metadata_is_implied():
+    assert not grant("activity:").allows("READ_METADATA")
+    assert grant("activity:DOWNLOAD").allows("READ_METADATA")
+    assert grant().allows("DELETE")                      # no activity caveat: unrestricted
+
+
+@pytest.mark.parametrize("cavs, reason", [
+    (["iid:x"], "exactly one id"), (["id:1;1;a"], "exactly one id"),
+    (["iid:x", "iid:y", "id:1;1;a"], "exactly one"), (["iid:x", "id:1;1;a", "id:0;0;root"], "exactly one"),
+    (["iid:x", "id:one;1;a"], "bad id"), (["iid:x", "id:1;1;"], "no username"),
+])
+def test_id_and_iid_exactly_once(cavs, reason):
+    with pytest.raises(m.MacaroonError, match=reason):
+        m.check_caveats(cavs)
+
+
+def test_minting_errors_are_400_and_use_errors_are_401():
+    with pytest.raises(m.MacaroonError) as e:
+        m.check_caveats(["colour:red"], for_minting=True)
+    assert e.value.status == 400
+    with pytest.raises(m.MacaroonError) as e:
+        m.check_caveats(["colour:red"])
+    assert e.value.status == 401
+
+
+def test_default_lifetime_and_requested_before():
+    a = authority(default_lifetime=dt.timedelta(hours=2))
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    g = a.verify(mint(a, validity=None), now=now - dt.timedelta(days=3650))
+    assert g.before is not None
+    token = a.mint(uid=1, gids=[1], username="a", path="/", now=now)
+    assert a.verify(token, now=now).before == now + dt.timedelta(hours=2)
+    with pytest.raises(ValueError, match="longer than the maximum"):
+        m.MacaroonAuthority(KEY, default_lifetime=dt.timedelta(days=8))
+
+
+def test_attenuated_caveats_are_checked():
+    a = authority()
+    token = mint(a, caveats=["activity:DOWNLOAD,UPLOAD"])
+    mac = pymacaroons.Macaroon.deserialize(token)
+    mac.add_first_party_caveat("activity:DOWNLOAD")
+    assert not a.verify(mac.serialize()).allows("UPLOAD")
+    mac.add_first_party_caveat("id:0;0;root")
+    with pytest.raises(m.MacaroonError, match="exactly one id"):
+        a.verify(mac.serialize())
+
+
+def test_relative_path_for_inheritance():
+    g = grant("path:/data/run1")
+    assert g.relative("/data/run1/sub") == "/sub"
+    assert g.relative("/data/run1") == "" and g.relative("/data") == ""
+    assert g.relative("/data/run2") is None

@@ -1,12 +1,12 @@
 """wsgidav, adapted: the WebDAV methods the door hands to it, on our namespace.
 
 wsgidav serves PROPFIND (depth 0 and 1), PROPPATCH, MKCOL, DELETE, MOVE,
-OPTIONS and GET/HEAD (with Range). Its filesystem resources are subclassed
+OPTIONS and directory pages. Its filesystem resources are subclassed
 so that every change goes through `Namespace` (events, billing, PNFS-IDs),
 listings hide what a macaroon's path caveat hides, symlinks are refused, and
 files carry dCache's `Checksums` property. Errors come back as
-`{"error": ...}` JSON instead of wsgidav's HTML pages. PUT is the door's own
-(staged, checksummed uploads); locking is off, as on a dCache door.
+`{"error": ...}` JSON instead of wsgidav's HTML pages. PUT and file GET/HEAD are
+the door's own (staged uploads, sendfile downloads); locking is off.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .namespace import Namespace, Refused
 
 log = logging.getLogger("panfaas.storage.dav")
 
-BLOCK_SIZE = 1 << 20   # 1 MiB reads for GET: wsgidav's 8 KiB default costs throughput
+BLOCK_SIZE = 1 << 20   # wsgidav reads request bodies in blocks of this size (its default: 8 KiB)
 
 
 def _identity(environ):
@@ -190,6 +190,8 @@ class JsonErrors(BaseMiddleware):
             else:
                 content_type = "application/json"
                 message = e.context_info or status.split(" ", 1)[-1]
+                if e.value == 404 and e.context_info:
+                    message = f"not found: {e.context_info}"
                 if e.value == HTTP_INTERNAL_ERROR and e.src_exception:
                     message = f"internal error: {e.src_exception!r}"
                 body = json.dumps({"error": message}).encode()

@@ -5,35 +5,44 @@ encoded after decoding, invalid UTF-8); authenticate (basic auth, or a macaroon
 as `Authorization: Bearer` or `?authz=`); answer macaroon requests (POST with
 `Content-Type: application/macaroon-request`); apply the macaroon's caveats
 (root, path, activity per method, max-upload); then serve. PUT is handled here
-(staged, checksummed, verified uploads); GET/HEAD get RFC 3230 `Digest` headers
-and downloads are billed; everything else is wsgidav's. The frontend
+(staged, checksummed, verified uploads) and so are GET/HEAD of files (Range,
+conditional requests, RFC 3230 `Digest`, the body by sendfile, billed as a
+download); everything else (PROPFIND, PROPPATCH, MKCOL, MOVE, DELETE, OPTIONS,
+directory pages) is wsgidav's. The frontend
 (`/api/v1`) is served on the same port unless it has a listener of its own.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import mimetypes
 import os
 import posixpath
+import socket
 import stat
 import urllib.parse
 from collections.abc import Callable
 
 from wsgidav import util as dav_util
+from wsgidav.dav_error import DAVError
 
 from .. import macaroons
 from . import checksums, metrics
 from .auth import Authenticator, AuthError, Identity
-from .namespace import Download, Namespace, Refused
+from .gateway import FileWrapper
+from .namespace import Namespace, Refused
 
 log = logging.getLogger("panfaas.storage.door")
 
 BLOCK = 1 << 20
+RECV_BUFFER = 4 << 20     # uploads are written to disk in pieces of this size
+SPLICE_FROM = 1 << 20     # uploads bigger than this move socket -> file by splice(2)
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-           413: "Payload Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-           503: "Service Unavailable"}
+           412: "Precondition Failed", 413: "Payload Too Large", 416: "Range Not Satisfiable",
+           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
 NOT_SUPPORTED = ("COPY", "LOCK", "UNLOCK")
 WWW_AUTH = [("WWW-Authenticate", 'Basic realm="panfaas"')]
 
@@ -43,11 +52,6 @@ def json_response(start_response, status: int, body: dict, headers=()) -> list[b
     start_response(f"{status} {REASONS.get(status, '')}".strip(),
                    [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers])
     return [data]
-
-
-def _wsgi_str(text: str) -> str:
-    """A str as WSGI carries it (UTF-8 bytes as latin-1)."""
-    return text.encode("utf-8").decode("latin-1")
 
 
 def decode_path(raw: str) -> str:
@@ -260,7 +264,7 @@ class Door:
         digest = checksums.digest_header(values, want)
         if digest:
             headers.append(("Digest", digest))
-        log.info("upload", extra={"fields": {"path": ns_path, "size": upload.summer.size,
+        log.info("upload", extra={"fields": {"path": ns_path, "size": upload.size,
                                              "user": ident.username, "adler32": values["adler32"]}})
         status = "201 Created" if upload.created else "204 No Content"
         start_response(status, headers)
@@ -269,6 +273,10 @@ class Door:
     @staticmethod
     def _receive(environ, upload, length: int | None) -> None:
         inp = environ["wsgi.input"]
+        rfile = getattr(inp, "rfile", None)
+        if length and hasattr(rfile, "has_data") and hasattr(getattr(rfile, "raw", None), "readinto") \
+                and hasattr(inp, "remaining"):
+            return _receive_direct(inp, rfile, upload, length, environ.get("panfaas.socket"))
         remaining = length
         while remaining is None or remaining > 0:
             chunk = inp.read(BLOCK if remaining is None else min(BLOCK, remaining))
@@ -281,44 +289,129 @@ class Door:
             raise Refused(400, f"client sent {length - remaining} of {length} bytes")
 
     def get(self, environ, start_response, ident: Identity, ns_path: str, fs: str, method: str):
+        """GET/HEAD of a file: conditional requests, one Range, Digest; the body by sendfile."""
+        st = os.stat(fs)
+        size, mtime = st.st_size, int(st.st_mtime)
+        etag = dav_util.get_file_etag(fs)      # the getetag wsgidav reports in PROPFIND
+        headers = [("Content-Type", mimetypes.guess_type(fs)[0] or "application/octet-stream"),
+                   ("Last-Modified", email.utils.formatdate(mtime, usegmt=True)),
+                   ("ETag", f'"{etag}"'), ("Accept-Ranges", "bytes")]
+        precondition = _preconditions(environ, etag, mtime)
+        if precondition == 304:
+            start_response("304 Not Modified", headers[1:3])
+            return [b""]
+        if precondition == 412:
+            return json_response(start_response, 412, {"error": "precondition failed"})
         want = checksums.parse_want_digest(environ.get("HTTP_WANT_DIGEST"))
         digest = checksums.digest_header(checksums.load(fs), want) if want else None
-        seen: dict = {}
+        if digest:
+            headers.append(("Digest", digest))
+        offset, count, status = 0, size, "200 OK"
+        byte_range = environ.get("HTTP_RANGE")
+        if byte_range and size and _if_range_holds(environ.get("HTTP_IF_RANGE"), etag, mtime):
+            try:
+                ranges, _ = dav_util.obtain_content_ranges(byte_range, size)
+            except DAVError:
+                ranges = []
+            if not ranges:
+                return json_response(start_response, 416, {"error": f"no satisfiable range in {byte_range!r}"},
+                                     [("Content-Range", f"bytes */{size}")])
+            first, last, count = ranges[0]           # one range; no multipart, as wsgidav
+            offset, status = first, "206 Partial Content"
+            headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+        headers.append(("Content-Length", str(count)))
+        if method == "HEAD":
+            start_response(status, headers)
+            return [b""]
+        download = self.ns.download(ident, ns_path, fs, expected=count,
+                                    client_port=int(environ.get("REMOTE_PORT") or 0))
 
-        def sr(status, headers, exc_info=None):
-            seen["status"] = int(status[:3])
-            seen["length"] = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
-            if digest and seen["status"] in (200, 206):
-                headers = [*headers, ("Digest", digest)]
-            return start_response(status, headers, exc_info)
+        def finished(sent: int) -> None:
+            download.data(sent)
+            download.close()
 
-        body = self.dav(environ, sr)
-        if method != "GET":
-            return body
-        return _BilledBody(body, seen, lambda: self.ns.download(
-            ident, ns_path, fs, expected=seen.get("length", 0),
-            client_port=int(environ.get("REMOTE_PORT") or 0)))
+        body = FileWrapper(open(fs, "rb"), offset, count, on_close=finished)
+        start_response(status, headers)
+        return body
 
 
-class _BilledBody:
-    """A GET body that becomes a billed download once wsgidav has answered 200/206."""
+def _etags(header: str) -> list[str]:
+    return [t.strip().removeprefix("W/").strip('"') for t in header.split(",") if t.strip()]
 
-    def __init__(self, body, seen: dict, start: Callable[[], Download]):
-        self.body, self.seen, self.start = body, seen, start
-        self.download: Download | None = None
 
-    def __iter__(self):
-        for chunk in self.body:
-            if self.download is None and self.seen.get("status") in (200, 206):
-                self.download = self.start()
-            if self.download is not None and chunk:
-                self.download.data(len(chunk))
-            yield chunk
+def _http_date(text: str | None) -> int | None:
+    try:
+        return int(email.utils.parsedate_to_datetime(text).timestamp()) if text else None
+    except (TypeError, ValueError):
+        return None
 
-    def close(self):
-        try:
-            if hasattr(self.body, "close"):
-                self.body.close()
-        finally:
-            if self.download is not None:
-                self.download.close()
+
+def _preconditions(environ: dict, etag: str, mtime: int) -> int | None:
+    """RFC 9110 §13.2.2 for GET/HEAD: 412, 304 or None (go on)."""
+    if_match = environ.get("HTTP_IF_MATCH")
+    if if_match is not None:
+        if "*" not in _etags(if_match) and etag not in _etags(if_match):
+            return 412
+    else:
+        since = _http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+        if since is not None and mtime > since:
+            return 412
+    if_none = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none is not None:
+        if "*" in _etags(if_none) or etag in _etags(if_none):
+            return 304
+    else:
+        since = _http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+        if since is not None and mtime <= since:
+            return 304
+    return None
+
+
+def _if_range_holds(header: str | None, etag: str, mtime: int) -> bool:
+    if not header:
+        return True
+    date = _http_date(header)
+    return date == mtime if date is not None else etag in _etags(header)
+
+
+def _receive_direct(inp, rfile, upload, length: int, sock=None) -> None:
+    """Receive a Content-Length body straight from the socket into one reused buffer.
+
+    cheroot's request reader is the pure-Python `_pyio.BufferedReader`: it costs
+    about a CPU-second per GiB in allocations and joins. What it has buffered
+    already (read with the headers) is taken first; the rest goes socket ->
+    buffer -> checksum -> file, with no copies in Python, and is written in full
+    buffers (writing each socket read as it comes doubles the kernel's work)."""
+    remaining = length
+    while remaining and rfile.has_data():
+        chunk = rfile.read1(min(BLOCK, remaining))
+        upload.write(chunk)
+        remaining -= len(chunk)
+    if remaining >= SPLICE_FROM and sock is not None and _can_splice(sock):
+        remaining -= upload.splice_from(sock, remaining)
+        inp.remaining = remaining
+        if remaining:
+            raise Refused(400, f"client sent {length - remaining} of {length} bytes")
+        return
+    buf = memoryview(bytearray(min(RECV_BUFFER, remaining) or 1))
+    raw = rfile.raw
+    while remaining:
+        fill, want = 0, min(len(buf), remaining)
+        while fill < want:
+            n = raw.readinto(buf[fill:want])
+            if not n:
+                break
+            fill += n
+        if fill:
+            upload.write(buf[:fill])
+            remaining -= fill
+        if fill < want:
+            break
+    inp.remaining = remaining          # cheroot's bookkeeping: the body has been consumed
+    if remaining:
+        raise Refused(400, f"client sent {length - remaining} of {length} bytes")
+
+
+def _can_splice(sock) -> bool:
+    """splice(2) needs Linux and a plain TCP socket (not TLS)."""
+    return hasattr(os, "splice") and type(sock) is socket.socket

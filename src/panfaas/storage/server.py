@@ -37,6 +37,7 @@ from .auth import Authenticator, load_users
 from .billing import Biller, BillingEmitter, Pool
 from .door import Door
 from .frontend import Frontend
+from .gateway import Gateway
 from .namespace import Namespace
 from .notify import Hub
 from .sse import Registry
@@ -85,6 +86,9 @@ class Storage:
 
     def __init__(self, conf: dict, emitter: BillingEmitter | None = None):
         for key in ("data-dir", "users-file", "macaroons.root-key-file"):
+            section, _, leaf = key.rpartition(".")
+            if not (conf.get(section, {}) if section else conf).get(leaf):
+                raise cfg.ConfigError(f"storage: missing required setting '{key}'")
             cfg.require(conf, key, str, "storage")
         default, maximum = _duration(conf, "macaroons.default-lifetime"), _duration(conf, "macaroons.max-lifetime")
         if default > maximum:
@@ -149,9 +153,12 @@ def serve(conf_path: str | None) -> int:
     for (host, port), app in [((conf["listen"]["host"], int(conf["listen"]["port"])), storage.door)] + (
             [((conf["frontend"]["listen"]["host"], int(conf["frontend"]["listen"]["port"])), storage.frontend)]
             if conf["frontend"].get("listen") else []):
-        server = wsgi.Server((host, port), app, numthreads=threads, server_name="panfaas-storage")
+        # A listen backlog of cheroot's default 5 resets clients when many connect at once.
+        server = wsgi.Server((host, port), app, numthreads=threads, server_name="panfaas-storage",
+                             request_queue_size=256, shutdown_timeout=2)
         server.max_request_body_size = 0
-        server.shutdown_timeout = 2
+        server.keep_alive_conn_limit = 4 * threads
+        server.gateway = Gateway          # wsgi.file_wrapper: downloads by sendfile(2)
         servers.append(server)
 
     def on_signal(signum, _frame):
