@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -57,6 +58,7 @@ OOM = "The action exhausted its memory and was aborted."
 ABNORMAL_RUN = "The action did not produce a valid response and exited unexpectedly."
 ABNORMAL_INIT = "The action did not initialize and exited unexpectedly."
 NOT_DICT = "The action did not return a dictionary or array."
+OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 
 
 def timed_out(ms: int, init: bool = False) -> str:
@@ -183,7 +185,7 @@ class PythonProcess:
         self.dead = False
         self.idle_since = time.monotonic()
 
-    async def start(self, timeout: float, logs: LogBuffer) -> Outcome | None:
+    async def start(self, timeout: float, logs: LogBuffer, limit_ms: int) -> Outcome | None:
         """Start and initialise; None when ready, else the failed activation's outcome."""
         loop = asyncio.get_running_loop()
         r, w = os.pipe()
@@ -209,8 +211,7 @@ class PythonProcess:
             line = await asyncio.wait_for(self.results.readline(), timeout)
         except TimeoutError:
             await self.kill()
-            return Outcome(DEVELOPER_ERROR, {"error": timed_out(int(timeout * 1000), init=True)},
-                           logs.lines, timed_out=True)
+            return Outcome(DEVELOPER_ERROR, {"error": timed_out(limit_ms, init=True)}, logs.lines, timed_out=True)
         if not line:
             await self._await_ends(1.0)
             rc = await self.kill()
@@ -249,7 +250,8 @@ class PythonProcess:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.ends.values())), timeout)
 
-    async def run(self, payload: dict, timeout: float, logs: LogBuffer) -> Outcome:
+    async def run(self, payload: dict, timeout: float, logs: LogBuffer, limit_ms: int) -> Outcome:
+        """timeout: seconds left for this run (init took some); limit_ms: the action's limit."""
         self.buffer = logs
         for e in self.ends.values():
             e.clear()
@@ -259,7 +261,7 @@ class PythonProcess:
             line = await asyncio.wait_for(self.results.readline(), timeout)
         except TimeoutError:
             await self.kill()
-            return Outcome(DEVELOPER_ERROR, {"error": timed_out(int(timeout * 1000))}, logs.lines, timed_out=True)
+            return Outcome(DEVELOPER_ERROR, {"error": timed_out(limit_ms)}, logs.lines, timed_out=True)
         except (BrokenPipeError, ConnectionResetError):
             line = b""
         except (ValueError, asyncio.LimitOverrunError):
@@ -401,13 +403,13 @@ class Executor:
             t0 = time.monotonic()
             proc = PythonProcess(action_dir, exec_.get("main") or "main", self.base_env(meta, init_env),
                                  memory, self.python)
-            failed = await proc.start(timeout, logs)
+            failed = await proc.start(timeout, logs, int(timeout * 1000))
             init_ms = int((time.monotonic() - t0) * 1000)
             if failed is not None:
                 failed.init_ms = init_ms
                 return failed
             timeout = max(timeout - init_ms / 1000.0, 0.1)
-        outcome = await proc.run(payload, timeout, logs)
+        outcome = await proc.run(payload, timeout, logs, int(limits.get("timeout", 60000)))
         outcome.init_ms = init_ms
         if not proc.dead and len(pool) < self.keep_warm:
             pool.append(proc)
@@ -429,6 +431,7 @@ class Executor:
             return Outcome(DEVELOPER_ERROR, {"error": "The action failed to generate or locate a binary. "
                                                       f"See logs for details. ({e.strerror})"}, logs.lines)
         last: list[str] = []  # the most recent stdout line: logged once the next one arrives
+        err_tail: collections.deque[str] = collections.deque(maxlen=20)
 
         async def pump(stream: asyncio.StreamReader, name: str):
             while True:
@@ -441,6 +444,7 @@ class Executor:
                 text = raw.decode("utf-8", "replace").rstrip("\n")
                 if name == "stderr":
                     logs.add("stderr", text)
+                    err_tail.append(text)
                     continue
                 if last:
                     logs.add("stdout", last.pop())
@@ -467,7 +471,10 @@ class Executor:
         finally:
             _kill_group(proc.pid)  # children the exec left behind
         line = last.pop() if last else ""
-        if proc.returncode == -signal.SIGKILL:
+        # Under RLIMIT_AS an allocation fails instead of the kernel's OOM kill: a process that
+        # died saying so ran out of memory, as a container would have.
+        if proc.returncode == -signal.SIGKILL or (proc.returncode and any(
+                m in t for t in err_tail for m in OOM_MARKERS)):
             logs.add("stdout", line)
             return Outcome(DEVELOPER_ERROR, {"error": OOM}, logs.lines)
         try:
