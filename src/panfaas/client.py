@@ -13,6 +13,7 @@ dCache (docs/client.md says how to point it at each):
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import posixpath
@@ -121,6 +122,13 @@ class _Paths:
         return {**(payload or {}), **params}
 
     @staticmethod
+    def invoke_params(blocking: bool, result: bool, wait_ms: int | None) -> dict:
+        q = {"blocking": _bool(blocking), "result": _bool(result and blocking)}
+        if wait_ms is not None and blocking:
+            q["timeout"] = str(int(wait_ms))
+        return q
+
+    @staticmethod
     def list_params(name, limit, skip, since, upto, docs) -> dict:
         q: dict[str, Any] = {"limit": limit, "skip": skip, "docs": _bool(docs)}
         if name:
@@ -169,17 +177,17 @@ class Functions:
 
     # -- invoking ---------------------------------------------------------
     def invoke(self, name: str, payload: dict | None = None, /, *, blocking: bool = True, result: bool = True,
-               wait: bool = True, wait_timeout: float = 300.0, **params) -> Any:
+               wait: bool = True, wait_timeout: float = 300.0, wait_ms: int | None = None, **params) -> Any:
         """Call an action with `payload` and/or keyword parameters.
 
         blocking, result=True: its result; a failed activation raises ClientError (`body` is
         the result with its `error`). result=False: the whole activation record. Not blocking:
-        {"activationId": ...}. A blocking call still running after OpenWhisk's 60 s wait is
-        polled until it ends (wait=True, up to wait_timeout seconds), or its {"activationId"}
-        is returned (wait=False)."""
+        {"activationId": ...}. A blocking call still running when the server stops holding it
+        (OpenWhisk: 60 s, or `wait_ms`) is polled until it ends (wait=True, up to wait_timeout
+        seconds), or its {"activationId"} is returned (wait=False)."""
+        query = self.paths.invoke_params(blocking, result, wait_ms)
         r = self.session.post(self._url("actions", name), json=self.paths.payload(payload, params),
-                              timeout=self.timeout,
-                              params={"blocking": _bool(blocking), "result": _bool(result and blocking)})
+                              timeout=self.timeout, params=query)
         if r.status_code == 202:
             accepted = r.json()
             if not blocking or not wait:
@@ -303,7 +311,8 @@ class AsyncFunctions:
             elif isinstance(self.verify, str):
                 import ssl as ssl_mod
                 ssl = ssl_mod.create_default_context(cafile=self.verify)
-            self._session = aiohttp.ClientSession(auth=aiohttp.BasicAuth(user, key),
+            basic = base64.b64encode(f"{user}:{key}".encode()).decode()
+            self._session = aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"},
                                                   timeout=aiohttp.ClientTimeout(total=self.timeout),
                                                   connector=aiohttp.TCPConnector(ssl=ssl))
         return self._session
@@ -330,11 +339,12 @@ class AsyncFunctions:
             return r.status, body
 
     async def invoke(self, name: str, payload: dict | None = None, /, *, blocking: bool = True,
-                     result: bool = True, wait: bool = True, wait_timeout: float = 300.0, **params) -> Any:
+                     result: bool = True, wait: bool = True, wait_timeout: float = 300.0,
+                     wait_ms: int | None = None, **params) -> Any:
         """As Functions.invoke."""
         status, body = await self._request(
             "POST", self.paths.url("actions", name), f"invoke {name}", json=self.paths.payload(payload, params),
-            params={"blocking": _bool(blocking), "result": _bool(result and blocking)})
+            params=self.paths.invoke_params(blocking, result, wait_ms))
         if status == 202 and blocking and wait:
             rec = await self.wait(body["activationId"], timeout=wait_timeout)
             if not rec["response"]["success"]:

@@ -36,6 +36,7 @@ import resource
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -118,9 +119,8 @@ def materialize(exec_: dict, target: Path) -> Path:
     source becomes `__main__.py`, blackbox source `exec` (dockerskeleton's /action/exec)."""
     if (target / ".ready").exists():
         return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
     code = exec_.get("code") or ""
     if exec_.get("binary"):
         try:
@@ -340,6 +340,7 @@ class Executor:
         self.idle_timeout = idle_timeout
         self.warm: dict[str, list[PythonProcess]] = {}
         self.ready: dict[str, Path] = {}
+        self.unpacking: dict[str, asyncio.Lock] = {}
         # Actions find the all-in-one's venv first on PATH (`#!/usr/bin/env python3` in an exec).
         self.path = os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "/usr/bin:/bin")])
 
@@ -361,8 +362,12 @@ class Executor:
         name = f"{action['namespace'].replace('/', '_')}_{action['name']}_{digest}"
         d = self.ready.get(name)
         if d is None:
-            d = await asyncio.to_thread(materialize, action["exec"], self.workdir / name)
-            self.ready[name] = d
+            async with self.unpacking.setdefault(name, asyncio.Lock()):  # concurrent cold starts unpack once
+                d = self.ready.get(name)
+                if d is None:
+                    d = await asyncio.to_thread(materialize, action["exec"], self.workdir / name)
+                    self.ready[name] = d
+            self.unpacking.pop(name, None)
         return d
 
     async def execute(self, action: dict, args: dict, meta: dict, init_env: dict | None = None) -> Outcome:

@@ -36,6 +36,11 @@ from . import server
 from .feeds import Batch, message_payload
 from .store import Store
 
+
+class ReplayError(Exception):
+    """Nothing (or nothing sensible) to replay; the message says what to give instead."""
+
+
 STATUS_CODES = {"success": 0, "application-error": 1, "developer-error": 2, "internal-error": 3}
 
 EPILOG = """\
@@ -233,7 +238,7 @@ async def _read_topic(args, conf_flags: dict, brokers: str) -> list[tuple[dict, 
             await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(args.topic)
         if not parts:
-            raise ConfigError(f"topic '{args.topic}' does not exist on {brokers}")
+            raise ReplayError(f"topic '{args.topic}' does not exist on {brokers}")
         tps = [TopicPartition(args.topic, p) for p in sorted(parts) if not args.partition or p in args.partition]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
@@ -289,11 +294,11 @@ def replay_topic(args, store: Store, ns: str, target: Target | None) -> list[str
         on_topic = [d for _, d in feeds if d["config"]["topic"] == args.topic]
         if not args.action:
             if not on_topic:
-                raise ConfigError(f"no feed trigger consumes '{args.topic}' in namespace {ns}: "
+                raise ReplayError(f"no feed trigger consumes '{args.topic}' in namespace {ns}: "
                                   "name one with --trigger or --action")
             if len(on_topic) > 1:
                 names = ", ".join(sorted(d["trigger"] for d in on_topic))
-                raise ConfigError(f"several feed triggers consume '{args.topic}' ({names}): choose one with --trigger")
+                raise ReplayError(f"several feed triggers consume '{args.topic}' ({names}): choose one with --trigger")
         feed = on_topic[0] if on_topic else None
     conf = dict(feed["config"]) if feed else {"isJSONData": True, "isBinaryKey": False, "isBinaryValue": False}
     if args.is_json is not None:
@@ -301,7 +306,7 @@ def replay_topic(args, store: Store, ns: str, target: Target | None) -> list[str
         conf["isBinaryValue"] = conf.get("isBinaryValue", False) and not args.is_json
     brokers = args.brokers or (",".join(feed["config"]["brokers"]) if feed else None)
     if not brokers:
-        raise ConfigError("no brokers: give --brokers (no feed reads this topic to take them from)")
+        raise ReplayError("no brokers: give --brokers (no feed reads this topic to take them from)")
     trigger = args.trigger or (None if args.action else feed["trigger"])
     batches = asyncio.run(_read_topic(args, conf, brokers))
     started = []
@@ -351,14 +356,17 @@ def main(args) -> int:
     try:
         if args.source == "activations":
             if not (args.ids or args.name or args.since or args.upto or args.status):
-                raise ConfigError("say what to replay: activation ids, or --name/--since/--upto/--status")
+                raise ReplayError("say what to replay: activation ids, or --name/--since/--upto/--status")
             started = replay_activations(args, store, ns, target)
         else:
             started = replay_topic(args, store, ns, target)
-        summary: dict[str, Any] = {"summary": True, "replayed": len(started), "dry_run": args.dry_run}
+        summary: dict[str, Any] = {"started": len(started), "dry_run": args.dry_run}
         if args.wait and target and started:
             summary["statuses"] = wait_for(target, started, args.wait_timeout)
-        _emit(summary)
+        _emit({"summary": summary})
+    except ReplayError as e:
+        print(f"panfaas: replay: {e}", file=sys.stderr)
+        return 2
     except ClientError as e:
         print(f"panfaas: replay: {e}", file=sys.stderr)
         return 1
