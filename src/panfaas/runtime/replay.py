@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from . import server
-from .feeds import Batch, message_payload
-from .store import Store
+
+# The service modules (aiohttp, aiokafka) are imported when replay runs, not when the CLI
+# builds its parser: `panfaas --help` stays fast.
 
 
 class ReplayError(Exception):
@@ -153,6 +153,7 @@ class Target:
 
     def __init__(self, conf: dict, namespace: str):
         from ..client import Functions
+        from . import server
         keys = server.load_namespaces(conf["namespaces-file"])
         self.fn = Functions(server.api_host(conf), keys[namespace])
 
@@ -176,6 +177,7 @@ class Target:
 
 
 def _namespace(conf: dict, wanted: str | None) -> str:
+    from . import server
     keys = server.load_namespaces(conf["namespaces-file"])
     if wanted:
         if wanted not in keys:
@@ -188,7 +190,7 @@ def _emit(doc: dict) -> None:
     print(json.dumps(doc), flush=True)
 
 
-def replay_activations(args, store: Store, ns: str, target: Target | None) -> list[str]:
+def replay_activations(args, store, ns: str, target: Target | None) -> list[str]:
     rows = store.replayable(ns, ids=args.ids or None, name=args.name, since=args.since, upto=args.upto,
                             status=STATUS_CODES.get(args.status) if args.status else None, limit=args.limit)
     missing = set(args.ids) - {r["record"]["activationId"] for r in rows}
@@ -229,6 +231,8 @@ def replay_activations(args, store: Store, ns: str, target: Target | None) -> li
 async def _read_topic(args, conf_flags: dict, brokers: str) -> list[tuple[dict, str]]:
     """The messages to replay as (batch payload, description) in the feed's batches."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from .feeds import Batch, message_payload
     consumer = AIOKafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
@@ -285,7 +289,7 @@ async def _read_topic(args, conf_flags: dict, brokers: str) -> list[tuple[dict, 
         await consumer.stop()
 
 
-def replay_topic(args, store: Store, ns: str, target: Target | None) -> list[str]:
+def replay_topic(args, store, ns: str, target: Target | None) -> list[str]:
     feeds = [(n, d) for n, d in store.all("feeds") if n == ns]
     feed = None
     if args.trigger:
@@ -346,6 +350,8 @@ def wait_for(target: Target, ids: list[str], timeout: float) -> dict:
 
 def main(args) -> int:
     from ..client import ClientError
+    from . import server
+    from .store import Store
     conf = server.load_config(args.config or default_config())
     ns = _namespace(conf, args.namespace)
     db = Path(conf["state-dir"]) / "activations.db"
