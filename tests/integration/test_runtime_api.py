@@ -512,3 +512,38 @@ def test_feed_action_lifecycle_over_http(http, broker, topics):
                 blocking="true").status_code == 200
     r = http("POST", feed, {"lifecycleEvent": "READ", "triggerName": f"/_/{t}"}, blocking="true", result="true")
     assert r.status_code == 502 and "has no Kafka feed" in r.json()["error"]
+
+
+def test_zip_action_with_helper_module_virtualenv_and_init_parameters(http):
+    import base64
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__main__.py", "import os, helper, vendored\n"
+                                  "def handle(args):\n"
+                                  "    return {'double': helper.double(args['n']), 'vendored': vendored.VERSION,\n"
+                                  "            'token_env': os.environ.get('TOKEN'), 'token_arg': args.get('TOKEN')}\n")
+        z.writestr("helper.py", "def double(n):\n    return 2 * n\n")
+        # A virtualenv as the python runtime expects it: bin/activate_this.py puts its site-packages first.
+        z.writestr("virtualenv/bin/activate_this.py",
+                   "import os, sys\nsys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'site'))\n")
+        z.writestr("virtualenv/site/vendored.py", "VERSION = '1.2.3'\n")
+    n = name("zip")
+    r = http("PUT", f"actions/{n}", {"exec": {"kind": "python:3.11", "code": base64.b64encode(buf.getvalue()).decode(),
+                                              "main": "handle"},
+                                     "parameters": [{"key": "TOKEN", "value": "s3cret", "init": True}]})
+    assert r.status_code == 200 and r.json()["exec"]["binary"] is True
+    res = http("POST", f"actions/{n}", {"n": 21}, blocking="true", result="true").json()
+    # init parameters reach the process environment (as OpenWhisk's /init env), not the arguments
+    assert res == {"double": 42, "vendored": "1.2.3", "token_env": "s3cret", "token_arg": None}
+    bad = name("badvenv")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__main__.py", "def main(a):\n    return a\n")
+        z.writestr("virtualenv/README", "no activate_this.py")
+    http("PUT", f"actions/{bad}", {"exec": {"kind": "python:3.11", "code": base64.b64encode(buf.getvalue()).decode()}})
+    r = http("POST", f"actions/{bad}", {}, blocking="true", result="true")
+    assert r.status_code == 502
+    assert "Invalid virtualenv. Zip file does not include 'activate_this.py'." in r.json()["error"]
+    assert r.json()["error"].startswith("The action failed during initialization: ")

@@ -63,3 +63,24 @@ def test_whisk_internal_error_is_500(tmp_path):
         assert http("GET", "/healthz").status_code == 200
     finally:
         broken.proc.stop()
+
+
+def test_activations_wait_for_memory_and_say_so(tmp_path):
+    # An invoker with 256 MB of user memory runs one 256 MB action at a time; the next waits.
+    rt = start_runtime(tmp_path, limits={"user-memory": 256})
+    try:
+        http = Http(rt)
+        put_python(http, "hold", SLEEP, limits={"memory": 256})
+        first = http("POST", "actions/hold", {"s": 1})
+        second = http("POST", "actions/hold", {"s": 0})
+        records = []
+        for r in (first, second):
+            aid = r.json()["activationId"]
+            records.append(wait_until(lambda a=aid: http("GET", f"activations/{a}").json()
+                                      if http("GET", f"activations/{a}").status_code == 200 else None, 10,
+                                      what="activation"))
+        wait_ms = [next(a["value"] for a in rec["annotations"] if a["key"] == "waitTime") for rec in records]
+        assert wait_ms[0] < 500 and wait_ms[1] >= 900          # it waited for the first one's memory
+        assert records[1]["start"] >= records[0]["end"]
+    finally:
+        rt.proc.stop()

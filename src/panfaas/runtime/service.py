@@ -294,9 +294,6 @@ class Runtime:
             raise FeedError(f"trigger /{ns}/{trigger} has no Kafka feed")
         return doc
 
-    def activation(self, ns: str, aid: str) -> dict | None:
-        return self.store.activation(ns, aid)
-
     # -- triggers ---------------------------------------------------------
     async def fire(self, ns: str, trigger: str, payload: dict) -> tuple[int, str | None]:
         """202 and the trigger's activation id, or 204 when no rule of it is active. Limits are

@@ -103,12 +103,9 @@ class Store:
         return cur.rowcount > 0
 
     def list(self, namespace: str, kind: str, prefix: str | None = None, *, limit: int = -1,
-             skip: int = 0, toplevel: bool = False) -> list[dict]:
-        """toplevel: leave out the actions that live in packages ('pkg/name')."""
+             skip: int = 0) -> list[dict]:
         q = "SELECT doc FROM entities WHERE namespace=? AND kind=?"
         args: list[Any] = [namespace, kind]
-        if toplevel:
-            q += " AND instr(name, '/')=0"
         if prefix is not None:
             q += " AND name LIKE ? ESCAPE '\\'"
             args.append(_like_prefix(prefix))
@@ -118,11 +115,9 @@ class Store:
             rows = self.db.execute(q, args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def count(self, namespace: str, kind: str, prefix: str | None = None, toplevel: bool = False) -> int:
+    def count(self, namespace: str, kind: str, prefix: str | None = None) -> int:
         q = "SELECT COUNT(*) FROM entities WHERE namespace=? AND kind=?"
         args: list[Any] = [namespace, kind]
-        if toplevel:
-            q += " AND instr(name, '/')=0"
         if prefix is not None:
             q += " AND name LIKE ? ESCAPE '\\'"
             args.append(_like_prefix(prefix))
