@@ -35,7 +35,9 @@ DEFAULTS: dict[str, Any] = {
         "invocations-per-minute": 120,
         "concurrent-invocations": 100,
         "fires-per-minute": 60,
-        "user-memory": 2048,       # MB of running actions at once (an invoker's userMemory)
+        # MB of running actions at once (an invoker's userMemory; deploy-kube's default is 2048,
+        # one machine running everything holds more, and memory limits count address space)
+        "user-memory": 4096,
         "ranges": {k: list(v) for k, v in DEFAULT_RANGES.items()},  # allowed action limits [min, max]
     },
     "log-level": "info",
