@@ -28,6 +28,10 @@ from ..kafka import start_consumer
 log = logging.getLogger("panfaas.runtime.feeds")
 
 PAYLOAD_LIMIT = 900_000
+# How long a fetch waits at the broker for new messages. tansu (the all-in-one's broker)
+# answers a waiting fetch only when this expires, so it is the feed's latency floor (half of
+# it on average); Kafka answers as soon as a message arrives, and a longer wait costs nothing.
+FETCH_WAIT_MS = 50
 FLAGS = ("isJSONData", "isBinaryKey", "isBinaryValue")
 EMPTY_BATCH = len(json.dumps({"messages": []}))
 
@@ -120,8 +124,9 @@ class Batch:
 
 
 class Feed:
-    def __init__(self, namespace: str, trigger: str, conf: dict, fire: FireFn):
+    def __init__(self, namespace: str, trigger: str, conf: dict, fire: FireFn, fetch_wait_ms: int = FETCH_WAIT_MS):
         self.namespace, self.trigger, self.conf, self.fire = namespace, trigger, conf, fire
+        self.fetch_wait_ms = fetch_wait_ms
         self.group = f"/{namespace}/{trigger}"
         self.task: asyncio.Task | None = None
         self.consumer = None
@@ -131,7 +136,7 @@ class Feed:
 
     async def start(self) -> None:
         self.consumer = await start_consumer(",".join(self.conf["brokers"]), self.conf["topic"], self.group,
-                                             offset_reset="latest", fetch_max_wait_ms=100)
+                                             offset_reset="latest", fetch_max_wait_ms=self.fetch_wait_ms)
         # Pin the starting position so that nothing produced from now on is missed.
         positions = {}
         for tp in self.consumer.assignment():
@@ -226,8 +231,9 @@ class Feed:
 
 
 class FeedManager:
-    def __init__(self, fire: FireFn):
+    def __init__(self, fire: FireFn, fetch_wait_ms: int = FETCH_WAIT_MS):
         self.fire = fire
+        self.fetch_wait_ms = fetch_wait_ms
         self.feeds: dict[str, Feed] = {}
 
     async def create(self, namespace: str, trigger: str, conf: dict) -> None:
@@ -235,7 +241,7 @@ class FeedManager:
         old = self.feeds.pop(key, None)
         if old:
             await old.stop()
-        feed = Feed(namespace, trigger, conf, self.fire)
+        feed = Feed(namespace, trigger, conf, self.fire, self.fetch_wait_ms)
         try:
             await feed.start()
         except Exception:

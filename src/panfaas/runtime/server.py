@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "keep-warm": 4,                # idle warm processes kept per action version
     "idle-timeout": 600,           # seconds an idle warm process is kept
     "activation-retention-days": 30,   # activation records older than this are pruned (0: never)
+    "feed-fetch-wait-ms": 50,      # a feed's fetch waits this long at the broker (feeds.FETCH_WAIT_MS)
     "limits": {                    # OpenWhisk's per-namespace limits (0: no limit)
         "invocations-per-minute": 120,
         "concurrent-invocations": 100,
@@ -87,7 +88,8 @@ async def build(conf: dict) -> tuple[web.Application, Runtime]:
                       throttle=Throttle(limits["invocations-per-minute"], limits["concurrent-invocations"],
                                         limits["fires-per-minute"]),
                       memory=MemoryPool(limits["user-memory"]),
-                      ranges={k: tuple(v) for k, v in limits["ranges"].items()})
+                      ranges={k: tuple(v) for k, v in limits["ranges"].items()},
+                      feed_fetch_wait_ms=int(conf["feed-fetch-wait-ms"]))
     api = Api(runtime, namespaces)
     app = web.Application(middlewares=[api.middleware], client_max_size=MAX_ENTITY + 1024)
     api.routes(app)

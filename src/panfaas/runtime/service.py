@@ -26,7 +26,7 @@ from . import executor as ex
 from .catalog import Catalog, Resolved
 from .entities import annotation, kv, now_ms
 from .errors import ApiError
-from .feeds import FeedError, FeedManager, update, validate
+from .feeds import FETCH_WAIT_MS, FeedError, FeedManager, update, validate
 from .limits import MemoryPool, Throttle
 from .store import Store
 
@@ -67,7 +67,8 @@ class Metrics:
 
 class Runtime:
     def __init__(self, store: Store, executor: ex.Executor, *, keys: dict[str, str] | None = None,
-                 throttle: Throttle | None = None, memory: MemoryPool | None = None, ranges: dict | None = None):
+                 throttle: Throttle | None = None, memory: MemoryPool | None = None, ranges: dict | None = None,
+                 feed_fetch_wait_ms: int = FETCH_WAIT_MS):
         """keys: namespace -> its 'uuid:key' (for actions annotated provide-api-key)."""
         self.store = store
         self.catalog = Catalog(store, ranges)
@@ -75,7 +76,7 @@ class Runtime:
         self.keys = keys or {}
         self.throttle = throttle or Throttle()
         self.memory = memory or MemoryPool(0)
-        self.feeds = FeedManager(self.fire_from_feed)
+        self.feeds = FeedManager(self.fire_from_feed, feed_fetch_wait_ms)
         self.running: dict[str, asyncio.Task] = {}
         self.metrics = Metrics()
         self.metrics.warm.set_function(executor.warm_count)
