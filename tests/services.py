@@ -184,7 +184,9 @@ def start_runtime(workdir: Path, **overrides) -> RuntimeService:
     auth = f"{uuid.uuid4()}:{secrets.token_urlsafe(24)}"
     (workdir / "namespaces.yml").write_text(yaml.safe_dump({"guest": auth}))
     conf = {"listen": {"host": "127.0.0.1", "port": port}, "state-dir": str(workdir / "state"),
-            "namespaces-file": str(workdir / "namespaces.yml")}
+            "namespaces-file": str(workdir / "namespaces.yml"),
+            # Tests share one runtime per session: no namespace limits unless a test asks for them.
+            "limits": {"invocations-per-minute": 0, "concurrent-invocations": 0, "fires-per-minute": 0}}
     conf.update(overrides)
     path = workdir / "runtime.yml"
     path.write_text(yaml.safe_dump(conf))

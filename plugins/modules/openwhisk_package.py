@@ -1,25 +1,30 @@
 #!/usr/bin/python
 # Thin Ansible adapter over panfaas.deploy.ensure_package.
-
 DOCUMENTATION = r"""
 ---
 module: openwhisk_package
-short_description: Create, update or delete an OpenWhisk package
+short_description: Create, update or delete an OpenWhisk package or package binding
 description:
-  - A package groups actions and gives them shared default parameters. Idempotent, check mode.
+  - A package groups actions and gives them default parameters (an action's own parameters and
+    the invocation's override them). A package binding (O(binding)) points at another package and
+    adds parameters of its own, as C(wsk package bind) does.
+  - Written only when the deployed package differs (parameters, annotations, binding).
 options:
   name:
     description: Package name.
     type: str
     required: true
   parameters:
-    description: Parameters every action of the package receives (actions and invokes override them).
+    description: Parameters every action of the package receives.
     type: dict
     default: {}
   annotations:
     description: Annotations.
     type: dict
     default: {}
+  binding:
+    description: Make this a binding of the package C(/namespace/package), e.g. C(/whisk.system/messaging).
+    type: str
 extends_documentation_fragment:
   - panfaas_openwhisk
 author: panfaas
@@ -32,12 +37,24 @@ EXAMPLES = r"""
     auth: "{{ functions_auth }}"
     name: panfaas
     parameters: {storage: http://127.0.0.1:2880}
+
+- name: Bind the Kafka feed package with the site's brokers
+  openwhisk_package:
+    api_host: https://openwhisk.example.org:31001
+    auth: "{{ vault_openwhisk_auth }}"
+    name: site-kafka
+    binding: /whisk.system/messaging
+    parameters: {brokers: ["kafka-0.kafka:9092"]}
 """
 
 RETURN = r"""
+changed:
+  description: Whether the package was (or would be) created, updated or deleted.
+  returned: always
+  type: bool
 package:
   description: The package as the API returned it.
-  returned: when changed and not in check mode
+  returned: when present and not in check mode with a change
   type: dict
 """
 
@@ -49,12 +66,13 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(COMMON_ARGS, name=dict(type="str", required=True),
                            parameters=dict(type="dict", default={}),
-                           annotations=dict(type="dict", default={})),
+                           annotations=dict(type="dict", default={}),
+                           binding=dict(type="str")),
         supports_check_mode=True,
     )
-    from panfaas.deploy import ensure_package
     p = module.params
-    run(module, ensure_package, p["name"], parameters=p["parameters"], annotations=p["annotations"])
+    run(module, "ensure_package", p["name"], parameters=p["parameters"], annotations=p["annotations"],
+        binding=p["binding"])
 
 
 if __name__ == "__main__":

@@ -1,28 +1,32 @@
 #!/usr/bin/python
 # Thin Ansible adapter over panfaas.deploy.ensure_trigger.
-
 DOCUMENTATION = r"""
 ---
 module: openwhisk_trigger
 short_description: Create, update or delete an OpenWhisk trigger, optionally fed from Kafka
 description:
   - Does what C(wsk trigger create T --feed /whisk.system/messaging/kafkaFeed -p brokers ... -p topic ...)
-    does - PUT the trigger with a C(feed) annotation, then run the feed action's CREATE lifecycle
-    event - and only when the trigger or its feed configuration differs. Check mode supported.
+    does - PUT the trigger with a C(feed) annotation, then run the feed action's C(CREATE) lifecycle
+    event - and only when the trigger or its feed configuration (read with the C(READ) event)
+    differs. A changed feed is deleted and created again; the feed provider resumes the topic
+    from the trigger's consumer group.
+  - O(state=absent) runs the feed's C(DELETE) event, then deletes the trigger.
 options:
   name:
     description: Trigger name.
     type: str
     required: true
   parameters:
-    description: Trigger parameters (merged into every fire's payload).
+    description: Trigger parameters (merged into every fire's payload; the payload wins).
     type: dict
     default: {}
   feed:
     description: Feed action, e.g. C(/whisk.system/messaging/kafkaFeed).
     type: str
   feed_parameters:
-    description: Feed parameters; for the Kafka feed C(brokers) (list), C(topic), C(isJSONData).
+    description:
+      - Feed parameters. For the Kafka feed C(brokers) (list of C(host:port), as the feed provider
+        reaches them), C(topic), and C(isJSONData), C(isBinaryKey), C(isBinaryValue).
     type: dict
     default: {}
 extends_documentation_fragment:
@@ -31,19 +35,30 @@ author: panfaas
 """
 
 EXAMPLES = r"""
-- name: Fire preview-tasks for every message on the preview-tasks topic
+- name: Fire preview-tasks for the messages on the preview-tasks topic
   openwhisk_trigger:
     api_host: http://127.0.0.1:3233
     auth: "{{ functions_auth }}"
     name: preview-tasks
     feed: /whisk.system/messaging/kafkaFeed
     feed_parameters: {brokers: ["127.0.0.1:9092"], topic: preview-tasks, isJSONData: true}
+
+- name: A plain trigger, fired through the API
+  openwhisk_trigger:
+    api_host: http://127.0.0.1:3233
+    auth: "{{ functions_auth }}"
+    name: nightly
+    parameters: {mode: full}
 """
 
 RETURN = r"""
+changed:
+  description: Whether the trigger or its feed was (or would be) created, updated or deleted.
+  returned: always
+  type: bool
 trigger:
   description: The trigger as the API returned it.
-  returned: when changed and not in check mode
+  returned: when present and not in check mode with a change
   type: dict
 """
 
@@ -59,9 +74,8 @@ def main():
                            feed_parameters=dict(type="dict", default={})),
         supports_check_mode=True,
     )
-    from panfaas.deploy import ensure_trigger
     p = module.params
-    run(module, ensure_trigger, p["name"], parameters=p["parameters"], feed=p["feed"],
+    run(module, "ensure_trigger", p["name"], parameters=p["parameters"], feed=p["feed"],
         feed_parameters=p["feed_parameters"], auth=p["auth"])
 
 

@@ -134,6 +134,8 @@ def parser() -> argparse.ArgumentParser:
     c = rts.add_parser("serve", help="run the REST API and the action executor")
     c.add_argument("--config", required=True, help="YAML configuration file")
     c.set_defaults(func=_runtime_serve)
+    from .runtime import replay
+    replay.parser(rts)
 
     k = sub.add_parser("kafka", help="Kafka helpers")
     ks = k.add_subparsers(dest="command", required=True)

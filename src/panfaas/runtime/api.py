@@ -1,11 +1,12 @@
-"""OpenWhisk's REST API (a subset), on aiohttp. Paths, status codes and bodies as the controller's.
+"""OpenWhisk's REST API (the subset in openapi.py), on aiohttp: the controller's paths,
+status codes and bodies. Every error is `{"error": <message>, "code": <request id>}`.
 
-    /api/v1/namespaces/{ns}/actions[/{pkg}/{name}]   PUT GET DELETE POST(invoke)
-    /api/v1/namespaces/{ns}/activations[/{id}[/logs|/result]]
-    /api/v1/namespaces/{ns}/triggers[/{name}]        PUT GET DELETE POST(fire)
-    /api/v1/namespaces/{ns}/rules[/{name}]           PUT GET DELETE POST(status)
-    /api/v1/namespaces/{ns}/packages[/{name}]        PUT GET DELETE
-The feed action /whisk.system/messaging/kafkaFeed is built in.
+    /api/v1/namespaces/{namespace}/actions[/{packageName}]/{actionName}   PUT GET DELETE POST(invoke)
+    /api/v1/namespaces/{namespace}/activations[/{activationid}[/logs|/result]]
+    /api/v1/namespaces/{namespace}/triggers/{triggerName}                 PUT GET DELETE POST(fire)
+    /api/v1/namespaces/{namespace}/rules/{ruleName}                       PUT GET DELETE POST(status)
+    /api/v1/namespaces/{namespace}/packages/{packageName}                 PUT GET DELETE
+The feed action /whisk.system/messaging/kafkaFeed is built in; `_` is the caller's namespace.
 """
 
 from __future__ import annotations
@@ -16,335 +17,385 @@ import binascii
 import hmac
 import json
 import logging
+import re
 
 from aiohttp import web
+from prometheus_client import generate_latest
 
-from . import feeds
-from .service import ApiError, Runtime, bump, new_id, now_ms
+from . import errors
+from .catalog import SYSTEM_NAMESPACE
+from .entities import action_summary
+from .errors import ApiError
+from .openapi import document
+from .service import Runtime, new_id
+from .store import summary
 
 log = logging.getLogger("panfaas.runtime.api")
 
 BLOCKING_WAIT_MS = 60000
-MAX_PAYLOAD = 1024 * 1024
+MAX_PAYLOAD = 1024 * 1024          # invoke and fire bodies (whisk.limits.activation.payload.max)
+MAX_ENTITY = 50 * 1024 * 1024      # PUT bodies: code up to OpenWhisk's 48 MB
+MAX_LIST = 200
+DEFAULT_LIST = 30
+ACTIVATION_ID = re.compile(r"\A[0-9a-fA-F]{32}\Z")
+PUBLIC = ("/healthz", "/metrics", "/api/v1", "/api/v1/api-docs")
+BASE = "/api/v1/namespaces/{namespace}"
 
 
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message, "code": new_id()[:16]}, status=status)
+def error(status: int, message: str, code: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status, headers={"x-request-id": code})
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def ok(body, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
 class Api:
     def __init__(self, runtime: Runtime, namespaces: dict[str, str]):
+        """namespaces: namespace -> 'uuid:key'."""
         self.rt = runtime
-        self.keys = {}  # "uuid:key" -> namespace
+        self.creds: dict[str, tuple[str, str]] = {}  # uuid -> (key, namespace)
         for ns, auth in namespaces.items():
-            self.keys[auth] = ns
+            uid, _, key = auth.partition(":")
+            self.creds[uid] = (key, ns)
 
     # -- plumbing ---------------------------------------------------------
     def authenticate(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
-        if header.startswith("Basic "):
+        if not header:
+            raise ApiError(401, errors.AUTH_MISSING)
+        if header[:6].lower() == "basic ":
             try:
-                cred = base64.b64decode(header[6:], validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                cred = ""
-            for key, ns in self.keys.items():
-                if hmac.compare_digest(key, cred):
-                    return ns
-        raise ApiError(401, "The supplied authentication is invalid.")
+                uid, _, key = base64.b64decode(header[6:], validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                uid, key = "", ""
+            known = self.creds.get(uid)
+            if known and hmac.compare_digest(known[0].encode(), key.encode()):
+                return known[1]
+        raise ApiError(401, errors.AUTH_INVALID)
 
-    def namespace(self, request: web.Request, caller: str) -> str:
-        ns = request.match_info["ns"]
+    def namespace(self, request: web.Request, system_ok: bool = False) -> str:
+        ns = request.match_info["namespace"]
+        caller = request["ns"]
         if ns in ("_", caller):
             return caller
-        raise ApiError(403, "The supplied authentication is not authorized to access this resource.")
+        if ns == SYSTEM_NAMESPACE and (system_ok or request.method == "GET"):
+            return ns
+        raise ApiError(403, errors.NOT_AUTHORIZED)
 
-    async def body(self, request: web.Request, required: bool = False) -> dict:
+    @staticmethod
+    def flag(request: web.Request, name: str, default: bool = False) -> bool:
+        raw = request.query.get(name)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise ApiError(400, f"The query parameter '{name}' was malformed:\n'{raw}' is not a valid Boolean value")
+
+    @staticmethod
+    def integer(request: web.Request, name: str, collection: str) -> int | None:
+        raw = request.query.get(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise errors.not_an_integer(collection, raw) from None
+
+    def paging(self, request: web.Request, collection: str) -> tuple[int, int]:
+        limit = self.integer(request, "limit", collection)
+        skip = self.integer(request, "skip", collection) or 0
+        if limit is None:
+            limit = DEFAULT_LIST
+        elif limit == 0:
+            limit = MAX_LIST
+        elif not 0 < limit <= MAX_LIST:
+            raise errors.limit_out_of_range(collection, limit, MAX_LIST)
+        if skip < 0:
+            raise errors.skip_out_of_range(collection, skip)
+        return limit, skip
+
+    async def body(self, request: web.Request, *, required: bool, limit: int) -> dict:
         raw = await request.read()
-        if len(raw) > MAX_PAYLOAD:
-            raise ApiError(413, f"The request content exceeds the maximum allowed size of {MAX_PAYLOAD} bytes.")
+        if len(raw) > limit:
+            raise errors.too_big("Request", len(raw), limit)
         if not raw.strip():
             if required:
-                raise ApiError(400, "The request content was malformed: a JSON object is required.")
+                raise errors.malformed("a JSON object is required")
             return {}
         try:
             data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ApiError(400, f"The request content was malformed: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise errors.malformed(str(e)) from None
         if not isinstance(data, dict):
-            raise ApiError(400, "The request content was malformed: expected a JSON object.")
+            raise errors.malformed("expected a JSON object")
         return data
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
+        rid = new_id()
+        request["rid"] = rid
         try:
-            if request.path in ("/healthz", "/api/v1", "/metrics") or request.path.startswith("/api/v1/api-docs"):
-                return await handler(request)
-            request["ns"] = self.authenticate(request)
+            if request.path not in PUBLIC:
+                request["ns"] = self.authenticate(request)
             return await handler(request)
         except ApiError as e:
-            return error(e.status, e.message)
+            return error(e.status, e.message, rid)
         except web.HTTPException as e:
             if e.status >= 400:
-                return error(e.status, {404: "The requested resource does not exist.",
-                                        405: "Method not allowed."}.get(e.status, e.reason))
+                return error(e.status, {404: errors.NOT_FOUND, 405: "Method not allowed."}.get(e.status, e.reason),
+                             rid)
             raise
         except Exception:
-            log.exception("internal error")
-            return error(500, "An internal server error occurred.")
+            log.exception("internal error", extra={"fields": {"path": request.path, "code": rid}})
+            return error(500, "Internal server error", rid)
 
     def routes(self, app: web.Application) -> None:
         r = app.router
-        base = "/api/v1/namespaces/{ns}"
         r.add_get("/healthz", self.healthz)
+        r.add_get("/metrics", self.metrics)
         r.add_get("/api/v1", self.info)
+        r.add_get("/api/v1/api-docs", self.api_docs)
         r.add_get("/api/v1/namespaces", self.list_namespaces)
+        r.add_get(BASE + "/limits", self.limits)
         for kind in ("actions", "triggers", "rules", "packages"):
-            r.add_get(f"{base}/{kind}", self.make_list(kind))
-            r.add_get(f"{base}/{kind}/", self.make_list(kind))
-        r.add_route("*", base + "/actions/{name:.+}", self.action)
-        r.add_route("*", base + "/triggers/{name}", self.trigger)
-        r.add_route("*", base + "/rules/{name}", self.rule)
-        r.add_route("*", base + "/packages/{name}", self.package)
-        r.add_get(base + "/activations", self.activations)
-        r.add_get(base + "/activations/{id}", self.activation)
-        r.add_get(base + "/activations/{id}/{part:logs|result}", self.activation)
+            r.add_get(f"{BASE}/{kind}", self.lister(kind))
+        r.add_get(BASE + "/actions/{packageName}/", self.list_package_actions)
+        for path in ("/actions/{actionName}", "/actions/{packageName}/{actionName}"):
+            r.add_put(BASE + path, self.put_action)
+            r.add_get(BASE + path, self.get_action)
+            r.add_delete(BASE + path, self.delete_action)
+            r.add_post(BASE + path, self.invoke)
+        r.add_put(BASE + "/triggers/{triggerName}", self.put_trigger)
+        r.add_get(BASE + "/triggers/{triggerName}", self.get_trigger)
+        r.add_delete(BASE + "/triggers/{triggerName}", self.delete_trigger)
+        r.add_post(BASE + "/triggers/{triggerName}", self.fire)
+        r.add_put(BASE + "/rules/{ruleName}", self.put_rule)
+        r.add_get(BASE + "/rules/{ruleName}", self.get_rule)
+        r.add_delete(BASE + "/rules/{ruleName}", self.delete_rule)
+        r.add_post(BASE + "/rules/{ruleName}", self.rule_status)
+        r.add_put(BASE + "/packages/{packageName}", self.put_package)
+        r.add_get(BASE + "/packages/{packageName}", self.get_package)
+        r.add_delete(BASE + "/packages/{packageName}", self.delete_package)
+        r.add_get(BASE + "/activations", self.activations)
+        r.add_get(BASE + "/activations/{activationid}", self.activation)
+        r.add_get(BASE + "/activations/{activationid}/logs", self.activation_logs)
+        r.add_get(BASE + "/activations/{activationid}/result", self.activation_result)
 
-    # -- handlers ---------------------------------------------------------
+    # -- service ----------------------------------------------------------
     async def healthz(self, _request):
-        return web.json_response({"status": "ok"})
+        return ok({"status": "ok", "feeds": len(self.rt.feeds.feeds), "running": len(self.rt.running)})
+
+    async def metrics(self, _request):
+        return web.Response(body=generate_latest(self.rt.metrics.registry), content_type="text/plain")
 
     async def info(self, _request):
-        return web.json_response({"description": "panfaas embedded OpenWhisk-compatible runtime",
-                                  "api_paths": ["/api/v1"], "build": "panfaas"})
+        return ok({"description": "panfaas: OpenWhisk's REST API and action protocol on one machine",
+                   "api_paths": ["/api/v1"], "api_version": "1.0.0", "api_version_path": "v1",
+                   "swagger_paths": {"api-docs": "/api-docs"},
+                   "runtimes": {"python": [{"kind": k} for k in ("python:3.11", "python:3", "python:default")],
+                                "blackbox": [{"kind": "blackbox"}], "sequence": [{"kind": "sequence"}]},
+                   "limits": self._limits()})
+
+    async def api_docs(self, _request):
+        return ok(document())
 
     async def list_namespaces(self, request):
-        return web.json_response([request["ns"]])
+        return ok([request["ns"]])
 
-    def make_list(self, kind: str):
+    def _limits(self) -> dict:
+        ranges = self.rt.catalog.ranges
+        return {**self.rt.throttle.limits(),
+                "minActionMemory": ranges["memory"][0] * 1048576, "maxActionMemory": ranges["memory"][1] * 1048576,
+                "minActionTimeout": ranges["timeout"][0], "maxActionTimeout": ranges["timeout"][1],
+                "minActionLogSize": ranges["logs"][0] * 1048576, "maxActionLogSize": ranges["logs"][1] * 1048576,
+                "maxActionConcurrency": ranges["concurrency"][1], "maxActionInstances": 0}
+
+    async def limits(self, request):
+        self.namespace(request)
+        return ok(self._limits())
+
+    # -- collections ------------------------------------------------------
+    def lister(self, kind: str):
         async def handler(request):
-            ns = self.namespace(request, request["ns"])
-            limit = int(request.query.get("limit", 30) or 30)
-            skip = int(request.query.get("skip", 0) or 0)
-            docs = self.rt.store.list(ns, kind)
-            return web.json_response(docs[skip:skip + limit] if limit else docs[skip:])
+            ns = self.namespace(request)
+            return self._list(request, ns, kind)
+        handler.__name__ = f"list_{kind}"
         return handler
 
-    async def action(self, request: web.Request):
-        caller = request["ns"]
-        ns_raw, name = request.match_info["ns"], request.match_info["name"]
-        if ns_raw == "whisk.system" and name == "messaging/kafkaFeed" and request.method == "POST":
-            return await self.kafka_feed(request, caller)
-        ns = self.namespace(request, caller)
-        if request.method == "PUT":
-            body = await self.body(request, required=True)
-            doc = self.rt.put_entity(ns, "actions", name, body, request.query.get("overwrite") == "true")
-            return web.json_response(doc)
-        if request.method == "GET":
-            return web.json_response(self.rt.get_entity(ns, "actions", name))
-        if request.method == "DELETE":
-            doc = self.rt.get_entity(ns, "actions", name)
-            self.rt.store.delete(ns, "actions", name)
-            return web.json_response(doc)
-        if request.method == "POST":
-            args = await self.body(request)
-            return await self.invoke(request, ns, name, args)
-        raise ApiError(405, "Method not allowed.")
+    def _list(self, request, ns: str, kind: str, prefix: str | None = None):
+        limit, skip = self.paging(request, kind)
+        if self.flag(request, "count"):
+            return ok({kind: max(self.rt.catalog.count(ns, kind, prefix) - skip, 0)})
+        docs = self.rt.catalog.list(ns, kind, limit, skip, prefix)
+        if kind == "actions":
+            docs = [action_summary(d) for d in docs]
+        return ok(docs)
 
-    async def invoke(self, request, ns, name, args):
-        blocking = request.query.get("blocking") == "true"
-        result_only = request.query.get("result") == "true"
-        blocking = blocking or result_only
-        aid, task = await self.rt.invoke(ns, name, args)
+    async def list_package_actions(self, request):
+        ns = self.namespace(request)
+        pkg = request.match_info["packageName"]
+        pdoc = self.rt.catalog.require(ns, "packages", pkg)
+        if pdoc.get("binding"):
+            ns, pkg = pdoc["binding"]["namespace"], pdoc["binding"]["name"]
+        return self._list(request, ns, "actions", prefix=pkg + "/")
+
+    @staticmethod
+    def fullname(request) -> str:
+        pkg = request.match_info.get("packageName")
+        name = request.match_info["actionName"]
+        return f"{pkg}/{name}" if pkg else name
+
+    # -- actions ----------------------------------------------------------
+    async def put_action(self, request):
+        ns = self.namespace(request)
+        body = await self.body(request, required=True, limit=MAX_ENTITY)
+        return ok(self.rt.catalog.put_action(ns, self.fullname(request), body, self.flag(request, "overwrite")))
+
+    async def get_action(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.get_action(ns, self.fullname(request), self.flag(request, "code", True)))
+
+    async def delete_action(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.delete_action(ns, self.fullname(request)))
+
+    async def invoke(self, request):
+        ns = self.namespace(request, system_ok=True)
+        blocking = self.flag(request, "blocking")
+        result_only = self.flag(request, "result")
+        wait = self.integer(request, "timeout", "actions")
+        if wait is None:
+            wait = BLOCKING_WAIT_MS
+        elif not 0 < wait <= BLOCKING_WAIT_MS:
+            raise errors.timeout_invalid(BLOCKING_WAIT_MS)
+        payload = await self.body(request, required=False, limit=MAX_PAYLOAD)
+        aid, record = await self.rt.invoke(request["ns"], self.fullname(request), payload, blocking=blocking,
+                                           owner=ns)
         headers = {"x-openwhisk-activation-id": aid}
         if not blocking:
-            return web.json_response({"activationId": aid}, status=202, headers=headers)
-        wait = min(int(request.query.get("timeout", BLOCKING_WAIT_MS)), BLOCKING_WAIT_MS) / 1000.0
+            return ok({"activationId": aid}, 202, headers)
         try:
-            rec = await asyncio.wait_for(asyncio.shield(task), wait)
+            rec = await asyncio.wait_for(asyncio.shield(record), wait / 1000.0)
         except TimeoutError:
-            return web.json_response({"activationId": aid}, status=202, headers=headers)
-        code = rec["statusCode"]
+            return ok({"activationId": aid}, 202, headers)
+        code = rec["response"]["statusCode"]
         status = 200 if code == 0 else 500 if code == 3 else 502
-        body = rec["response"]["result"] if result_only else rec
-        return web.json_response(body, status=status, headers=headers)
+        return ok(rec["response"]["result"] if result_only else rec, status, headers)
 
-    async def kafka_feed(self, request, caller):
-        args = await self.body(request, required=True)
-        event = args.get("lifecycleEvent")
-        tname = str(args.get("triggerName", ""))
-        parts = tname.strip("/").split("/")
-        if len(parts) != 2:
-            raise ApiError(400, "triggerName must be /namespace/name")
-        tns = caller if parts[0] == "_" else parts[0]
-        if tns != caller:
-            raise ApiError(403, "The supplied authentication is not authorized to access this resource.")
-        trigger = parts[1]
-        start = now_ms()
-        result: dict
-        status = 200
-        try:
-            if event == "CREATE":
-                self.rt.get_entity(tns, "triggers", trigger)
-                conf = feeds.validate(args)
-                await self.rt.feeds.create(tns, trigger, conf)
-                self.rt.store.put(tns, "feeds", trigger, {"trigger": trigger, "config": conf}, now_ms())
-                result = {}
-            elif event == "DELETE":
-                await self.rt.feeds.delete(tns, trigger)
-                self.rt.store.delete(tns, "feeds", trigger)
-                result = {}
-            elif event == "READ":
-                doc = self.rt.store.get(tns, "feeds", trigger)
-                if not doc:
-                    raise ApiError(404, "The requested resource does not exist.")
-                result = {"config": {**doc["config"], "triggerName": f"/{tns}/{trigger}"}}
-            else:
-                raise feeds.FeedError("lifecycleEvent must be CREATE, READ or DELETE")
-        except feeds.FeedError as e:
-            result, status = {"error": str(e)}, 502
-        except Exception as e:  # broker unreachable and the like
-            if isinstance(e, ApiError):
-                raise
-            result, status = {"error": f"could not {event} the feed: {e}"}, 502
-        rec = {"namespace": caller, "name": "kafkaFeed", "version": "0.0.1", "subject": caller,
-               "activationId": new_id(), "start": start, "end": now_ms(), "duration": now_ms() - start,
-               "statusCode": 0 if status == 200 else 1,
-               "response": {"status": "success" if status == 200 else "application error",
-                            "statusCode": 0 if status == 200 else 1, "success": status == 200,
-                            "result": result},
-               "logs": [], "annotations": [{"key": "path", "value": "whisk.system/messaging/kafkaFeed"}]}
-        self.rt.store.put_activation(rec)
-        body = result if request.query.get("result") == "true" else rec
-        return web.json_response(body, status=status)
+    # -- triggers ---------------------------------------------------------
+    async def put_trigger(self, request):
+        ns = self.namespace(request)
+        body = await self.body(request, required=False, limit=MAX_ENTITY)
+        name = request.match_info["triggerName"]
+        return ok(self.rt.catalog.put_trigger(ns, name, body, self.flag(request, "overwrite")))
 
-    async def trigger(self, request):
-        ns = self.namespace(request, request["ns"])
-        name = request.match_info["name"]
-        if request.method == "PUT":
-            body = await self.body(request)
-            return web.json_response(self.rt.put_entity(ns, "triggers", name, body,
-                                                        request.query.get("overwrite") == "true"))
-        if request.method == "GET":
-            return web.json_response(self.rt.get_entity(ns, "triggers", name))
-        if request.method == "DELETE":
-            doc = self.rt.get_entity(ns, "triggers", name)
-            await self.rt.feeds.delete(ns, name)
-            self.rt.store.delete(ns, "feeds", name)
-            self.rt.store.delete(ns, "triggers", name)
-            return web.json_response(doc)
-        if request.method == "POST":
-            payload = await self.body(request)
-            status, aid = await self.rt.fire(ns, name, payload)
-            if status == 204:
-                return web.Response(status=204)
-            return web.json_response({"activationId": aid}, status=202,
-                                     headers={"x-openwhisk-activation-id": aid})
-        raise ApiError(405, "Method not allowed.")
+    async def get_trigger(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.get_trigger(ns, request.match_info["triggerName"]))
 
-    def _qualify(self, ns: str, ref: str) -> dict:
-        parts = ref.strip("/").split("/")
-        if len(parts) < 2:
-            raise ApiError(400, f"The request content was malformed: '{ref}' is not a fully qualified name.")
-        path = ns if parts[0] == "_" else parts[0]
-        name = parts[-1]
-        if len(parts) == 3:
-            path = f"{path}/{parts[1]}"
-        return {"path": path, "name": name}
+    async def delete_trigger(self, request):
+        ns = self.namespace(request)
+        name = request.match_info["triggerName"]
+        doc = self.rt.catalog.delete_trigger(ns, name)
+        # The provider stops a feed whose trigger is gone (it would get 404 on the next fire).
+        await self.rt.feeds.delete(ns, name)
+        self.rt.catalog.delete_feed(ns, name)
+        return ok(doc)
 
-    async def rule(self, request):
-        ns = self.namespace(request, request["ns"])
-        name = request.match_info["name"]
-        if request.method == "PUT":
-            body = await self.body(request, required=True)
-            old = self.rt.store.get(ns, "rules", name)
-            if old and request.query.get("overwrite") != "true":
-                raise ApiError(409, "resource already exists")
-            if "trigger" not in body or "action" not in body:
-                raise ApiError(400, "The request content was malformed: trigger and action are required.")
-            trig = self._qualify(ns, body["trigger"])
-            act = self._qualify(ns, body["action"])
-            if self.rt.store.get(ns, "triggers", trig["name"]) is None:
-                raise ApiError(404, "The requested resource does not exist.")
-            act_full = act["name"] if act["path"] == ns else f"{act['path'].split('/', 1)[1]}/{act['name']}"
-            if self.rt.store.get(ns, "actions", act_full) is None:
-                raise ApiError(404, "The requested resource does not exist.")
-            doc = {"namespace": ns, "name": name, "version": "0.0.1" if not old else
-                   bump(old["version"]), "publish": False, "annotations": body.get("annotations", []),
-                   "status": old["status"] if old else "active", "trigger": trig, "action": act,
-                   "updated": now_ms()}
-            self.rt.store.put(ns, "rules", name, doc, doc["updated"])
-            return web.json_response(doc)
-        if request.method == "GET":
-            return web.json_response(self.rt.get_entity(ns, "rules", name))
-        if request.method == "DELETE":
-            doc = self.rt.get_entity(ns, "rules", name)
-            self.rt.store.delete(ns, "rules", name)
-            return web.json_response(doc)
-        if request.method == "POST":
-            body = await self.body(request, required=True)
-            status = body.get("status")
-            if status not in ("active", "inactive"):
-                raise ApiError(400, "The request content was malformed: status must be active or inactive.")
-            doc = self.rt.get_entity(ns, "rules", name)
-            if doc["status"] == status:
-                return web.json_response({}, status=200)
-            doc["status"] = status
-            self.rt.store.put(ns, "rules", name, doc, now_ms())
-            return web.json_response({}, status=200)
-        raise ApiError(405, "Method not allowed.")
+    async def fire(self, request):
+        ns = self.namespace(request)
+        payload = await self.body(request, required=False, limit=MAX_PAYLOAD)
+        status, aid = await self.rt.fire(ns, request.match_info["triggerName"], payload)
+        if status == 204:
+            return web.Response(status=204)
+        return ok({"activationId": aid}, 202, {"x-openwhisk-activation-id": aid})
 
-    async def package(self, request):
-        ns = self.namespace(request, request["ns"])
-        name = request.match_info["name"]
-        if request.method == "PUT":
-            body = await self.body(request)
-            return web.json_response(self.rt.put_entity(ns, "packages", name, body,
-                                                        request.query.get("overwrite") == "true"))
-        if request.method == "GET":
-            doc = self.rt.get_entity(ns, "packages", name)
-            doc = dict(doc, actions=[{"name": a["name"], "version": a["version"]}
-                                     for a in self.rt.store.list(ns, "actions", prefix=name + "/")])
-            return web.json_response(doc)
-        if request.method == "DELETE":
-            doc = self.rt.get_entity(ns, "packages", name)
-            members = self.rt.store.list(ns, "actions", prefix=name + "/")
-            if members and request.query.get("force") != "true":
-                raise ApiError(409, f"Package not empty (contains {len(members)} entities)")
-            for a in members:
-                self.rt.store.delete(ns, "actions", f"{name}/{a['name']}")
-            self.rt.store.delete(ns, "packages", name)
-            return web.json_response(doc)
-        raise ApiError(405, "Method not allowed.")
+    # -- rules ------------------------------------------------------------
+    async def put_rule(self, request):
+        ns = self.namespace(request)
+        body = await self.body(request, required=True, limit=MAX_ENTITY)
+        return ok(self.rt.catalog.put_rule(ns, request.match_info["ruleName"], body, self.flag(request, "overwrite")))
 
+    async def get_rule(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.get_rule(ns, request.match_info["ruleName"]))
+
+    async def delete_rule(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.delete_rule(ns, request.match_info["ruleName"]))
+
+    async def rule_status(self, request):
+        ns = self.namespace(request)
+        body = await self.body(request, required=True, limit=MAX_PAYLOAD)
+        self.rt.catalog.set_rule_status(ns, request.match_info["ruleName"], body.get("status"))
+        return ok({})
+
+    # -- packages ---------------------------------------------------------
+    async def put_package(self, request):
+        ns = self.namespace(request)
+        body = await self.body(request, required=False, limit=MAX_ENTITY)
+        readable = {SYSTEM_NAMESPACE, ns}
+        return ok(self.rt.catalog.put_package(ns, request.match_info["packageName"], body,
+                                              self.flag(request, "overwrite"), readable))
+
+    async def get_package(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.get_package(ns, request.match_info["packageName"]))
+
+    async def delete_package(self, request):
+        ns = self.namespace(request)
+        return ok(self.rt.catalog.delete_package(ns, request.match_info["packageName"], self.flag(request, "force")))
+
+    # -- activations ------------------------------------------------------
     async def activations(self, request):
-        ns = self.namespace(request, request["ns"])
-        q = request.query
+        ns = self.namespace(request)
+        limit, skip = self.paging(request, "activations")
+        since, upto = (self._epoch(request, k) for k in ("since", "upto"))
+        name = request.query.get("name", "").strip() or None
+        if name is not None and (len(name.strip("/").split("/")) > 2 or not name.strip("/")):
+            raise ApiError(400, f"Parameter may be a 'simple' name or 'package-name/simple' name: {name}")
+        name = name.strip("/") if name else None
+        docs, count = self.flag(request, "docs"), self.flag(request, "count")
+        if count and docs:
+            raise ApiError(400, errors.DOCS_WITH_COUNT)
+        store = self.rt.store
+        if count:
+            n = await asyncio.to_thread(store.count_activations, ns, name=name, skip=skip, since=since, upto=upto)
+            return ok({"activations": n})
+        recs = await asyncio.to_thread(store.activations, ns, name=name, limit=limit, skip=skip, since=since,
+                                       upto=upto)
+        return ok(recs if docs else [summary(d) for d in recs])
+
+    @staticmethod
+    def _epoch(request, key: str) -> int | None:
+        raw = request.query.get(key)
+        if raw is None or raw == "":
+            return None
         try:
-            limit = min(int(q.get("limit", 30) or 30), 200)
-            skip = int(q.get("skip", 0) or 0)
-            since = int(q["since"]) if "since" in q else None
-            upto = int(q["upto"]) if "upto" in q else None
+            return int(raw)
         except ValueError:
-            raise ApiError(400, "The request content was malformed: "
-                                "limit, skip, since and upto are integers.") from None
-        name = q.get("name")
-        docs = await asyncio.to_thread(self.rt.store.activations, ns, name=name.split("/")[-1] if name else None,
-                                       limit=limit, skip=skip, since=since, upto=upto)
-        if q.get("docs") != "true":
-            docs = [{k: d[k] for k in ("activationId", "name", "namespace", "start", "end", "duration",
-                                       "statusCode", "version", "annotations", "publish") if k in d}
-                    for d in docs]
-        return web.json_response(docs)
+            raise errors.bad_epoch(raw) from None
+
+    async def _activation(self, request) -> dict:
+        ns = self.namespace(request)
+        aid = request.match_info["activationid"]
+        if not ACTIVATION_ID.match(aid):
+            raise ApiError(400, errors.ILLEGAL_ACTIVATION_ID)
+        doc = await asyncio.to_thread(self.rt.store.activation, ns, aid.lower())
+        if doc is None:
+            raise errors.not_found()
+        return doc
 
     async def activation(self, request):
-        ns = self.namespace(request, request["ns"])
-        doc = await asyncio.to_thread(self.rt.store.activation, ns, request.match_info["id"])
-        if doc is None:
-            raise ApiError(404, "The requested resource does not exist.")
-        part = request.match_info.get("part")
-        if part == "logs":
-            return web.json_response({"logs": doc["logs"]})
-        if part == "result":
-            return web.json_response(doc["response"])
-        return web.json_response(doc)
+        return ok(await self._activation(request))
 
+    async def activation_logs(self, request):
+        return ok({"logs": (await self._activation(request))["logs"]})
+
+    async def activation_result(self, request):
+        return ok((await self._activation(request))["response"])

@@ -1,13 +1,16 @@
 """The action launcher: the child side of OpenWhisk's python ActionLoop protocol.
 
-Started as `python launcher.py ACTION_DIR MAIN`. Imports `__main__.py` (or
-`main__.py`) from ACTION_DIR, acknowledges with `{"ok": true}` on fd 3, then
-loops: one JSON line in on stdin (`{"value": args, "activation_id": ...}`),
-the non-`value` keys exported as `__OW_<KEY>`, `main(value)` called, one JSON
-line out on fd 3, and the log sentinel written to stdout and stderr.
+Started as `python launcher.py ACTION_DIR MAIN`. Activates `virtualenv/` if the action
+ships one, imports `__main__.py` (or `main__.py`, `exec`) from ACTION_DIR, acknowledges
+with `{"ok": true}` on fd 3, then loops: one JSON line in on stdin (`{"value": args,
+"activation_id": ...}`), the non-`value` keys exported as `__OW_<KEY>`, `main(value)`
+called, the log sentinel written to stdout and stderr, one JSON line out on fd 3.
+An exception in main is `{"error": str(ex)}` (an application error), as in
+openwhisk-runtime-python's launcher.py.
 This file must stay standard-library only: it runs in the action's process.
 """
 
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -23,14 +26,16 @@ def _load(action_dir, main_name):
         if os.path.isfile(path):
             break
     else:
-        raise ImportError("no __main__.py in the action")
-    venv = os.path.join(action_dir, "virtualenv", "bin", "activate_this.py")
-    if os.path.isdir(os.path.join(action_dir, "virtualenv")):
-        if not os.path.isfile(venv):
+        raise ImportError("Missing main/no code to execute.")
+    venv = os.path.join(action_dir, "virtualenv")
+    if os.path.isdir(venv):
+        activate = os.path.join(venv, "bin", "activate_this.py")
+        if not os.path.isfile(activate):
             raise ImportError("Invalid virtualenv. Zip file does not include 'activate_this.py'.")
-        exec(open(venv).read(), {"__file__": venv})
+        with open(activate) as fh:
+            exec(fh.read(), {"__file__": activate})
     sys.path.insert(0, action_dir)
-    spec = importlib.util.spec_from_file_location("main__", path)
+    spec = importlib.util.spec_from_loader("main__", importlib.machinery.SourceFileLoader("main__", path))
     module = importlib.util.module_from_spec(spec)
     sys.modules["main__"] = module
     spec.loader.exec_module(module)
@@ -41,8 +46,10 @@ def _load(action_dir, main_name):
 
 
 def _end():
+    sys.stdout.flush()
     sys.stdout.write(SENTINEL + "\n")
     sys.stdout.flush()
+    sys.stderr.flush()
     sys.stderr.write(SENTINEL + "\n")
     sys.stderr.flush()
 
@@ -57,10 +64,10 @@ def main():
     os.chdir(action_dir)
     try:
         fn = _load(action_dir, main_name)
-    except BaseException as ex:  # report init failures the way the proxy does
+    except BaseException as ex:  # report init failures the way the proxy does (OW_LOG_INIT_ERROR)
         traceback.print_exc()
         _end()
-        out.write(json.dumps({"error": f"{type(ex).__name__}: {ex}"}) + "\n")
+        out.write(json.dumps({"error": f"{type(ex).__name__}: {ex}", "oom": isinstance(ex, MemoryError)}) + "\n")
         out.flush()
         return 1
     out.write(json.dumps({"ok": True}) + "\n")
@@ -78,14 +85,14 @@ def main():
             try:
                 text = json.dumps(res)
             except (TypeError, ValueError) as ex:
-                text = json.dumps({"__launcher_invalid__": f"result is not JSON: {ex}"})
+                text = json.dumps({"__launcher_invalid__": f"the result is not JSON ({ex})"})
         except MemoryError:
+            res = None
             traceback.print_exc()
             text = json.dumps({"__launcher_oom__": True})
         except BaseException as ex:
             traceback.print_exc()
             text = json.dumps({"error": str(ex)})
-        sys.stdout.flush()
         _end()
         out.write(text + "\n")
         out.flush()
