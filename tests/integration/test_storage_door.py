@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import subprocess
@@ -94,6 +95,23 @@ def test_get_range_and_head(storage, d):
     assert requests.head(storage.url + d + "/nope", auth=storage.auth()).status_code == 404
     miss = requests.get(storage.url + d + "/nope", auth=storage.auth())
     assert miss.status_code == 404 and "not found" in miss.json()["error"]
+
+
+def test_head_answers_carry_no_body_on_a_kept_alive_connection(storage, d):
+    """A HEAD answer (found, missing or refused) sends headers only: any body bytes would be
+    read as the start of the next response on the same connection."""
+    put(storage, d + "/h.bin", b"0123456789")
+    conn = http.client.HTTPConnection("127.0.0.1", storage.port, timeout=10)
+    auth = {"Authorization": "Basic " + base64.b64encode(":".join(storage.auth()).encode()).decode()}
+    for method, path, headers, status in [("HEAD", d + "/h.bin", auth, 200), ("HEAD", d + "/nope", auth, 404),
+                                          ("HEAD", d + "/h.bin", {}, 401), ("HEAD", d, auth, 200),
+                                          ("GET", d + "/h.bin", auth, 200)]:
+        conn.request(method, path, headers=headers)
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == status, (method, path, r.status, body)
+    assert body == b"0123456789"
+    conn.close()
 
 
 def test_put_new_overwrite_and_errors(storage, d):

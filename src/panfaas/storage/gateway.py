@@ -64,7 +64,15 @@ class Gateway(wsgi.Gateway_10):
     def respond(self):
         response = self.req.server.wsgi_app(self.env, self.start_response)
         try:
-            if isinstance(response, FileWrapper) and self.req.method != b"HEAD":
+            if self.req.method == b"HEAD":
+                # Headers only (RFC 9110 §9.3.2): a body here would be read as the next
+                # response on a kept-alive connection, and cheroot does not drop it itself.
+                # The iterable is still run: some apps call start_response lazily.
+                if not isinstance(response, FileWrapper):
+                    for _ in response:
+                        pass
+                return
+            if isinstance(response, FileWrapper):
                 self._sendfile(response)
                 return
             for chunk in filter(None, response):   # as cheroot's own gateway does
