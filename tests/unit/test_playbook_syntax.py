@@ -111,6 +111,9 @@ def test_the_vault_example_has_no_real_secret_and_every_secret_is_mapped():
         assert name.startswith("vault_")
         assert "REPLACE" in value, f"{name} looks like a real value"
         assert "{{ " + name + " }}" in secrets, f"{name} is not used in group_vars/all/secrets.yml"
+    for f in sorted((SITE / "group_vars").rglob("*.yml")):
+        for name in re.findall(r"\b(vault_\w+)", f.read_text()):
+            assert name in vault, f"{f.relative_to(REPO)} uses {name}, which vault.yml.example does not list"
     clouds = yaml.safe_load((SITE / "clouds.yaml.example").read_text())
     auth = clouds["clouds"]["example"]["auth"]
     assert auth["application_credential_secret"].startswith("REPLACE")
