@@ -1,0 +1,286 @@
+"""The router service: source -> rules -> URLs -> tasks, at least once.
+
+For every batch of source records: parse each (malformed -> dead letter with the
+reason), match every rule, build the URLs (macaroon requests run concurrently,
+up to `url-generator.concurrency`), send one task per matching rule. A batch's
+commit token is handed to the source only once the broker has acknowledged
+every message sent for it and for every batch before it; several batches may be
+in flight meanwhile, so waiting for acks does not stall the pipeline.
+
+A send that fails for good (the broker lost for longer than the producer's
+delivery timeout) stops the router with an error before anything later is
+committed: the supervisor restarts it and it resumes from the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections import Counter as Tally
+from collections import deque
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .. import events
+from ..kafka import ensure_topics
+from ..kafka import producer as kafka_producer
+from .config import RouterConfig
+from .rules import matching_rules
+from .sources import KafkaSource
+from .tasks import dead_letter, event_digest, make_task, task_id
+from .urls import UrlFailure, UrlGenerator
+
+log = logging.getLogger("panfaas.router")
+
+MAX_PENDING_BATCHES = 8      # batches sent but not yet acknowledged
+PROGRESS_EVERY = 60.0        # seconds between progress log lines
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.events_in = Counter("router_events_in", "Source records consumed", ["source"], registry=r)
+        self.matched = Counter("router_events_matched", "Events taken by at least one rule", registry=r)
+        self.tasks_out = Counter("router_tasks_out", "Tasks acknowledged by the broker", ["target"], registry=r)
+        self.dead = Counter("router_dead_lettered", "Records sent to the dead-letter topic, by stage",
+                            ["stage"], registry=r)
+        self.macaroon_latency = Histogram(
+            "router_macaroon_request_seconds", "Macaroon requests to the storage door (with retries)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.lag = Gauge("router_consumer_lag", "Source messages not yet committed, per partition",
+                         ["partition"], registry=r)
+        self.pending = Gauge("router_batches_in_flight", "Batches sent, waiting for broker acks", registry=r)
+        self.totals = Tally()   # plain numbers for /healthz and the progress log
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.totals[name] += n
+
+
+class Router:
+    def __init__(self, conf: RouterConfig, *, source=None):
+        self.conf = conf
+        self.rules = conf.rules
+        self.metrics = Metrics()
+        self.gen = UrlGenerator(conf, observe=self.metrics.macaroon_latency.observe)
+        self.source = source or make_source(conf)
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.error: str | None = None
+        self.producer = None
+        self.pending: deque = deque()
+        self.last_poll = 0.0
+        self._sem = asyncio.Semaphore(conf.concurrency)
+        self._last_progress = time.monotonic()
+
+    # -- one batch -------------------------------------------------------------
+    async def _send(self, topic: str, doc: dict):
+        return await self.producer.send(topic, json.dumps(doc, separators=(",", ":")).encode())
+
+    async def _dead(self, rec, reason: str, stage: str, rule=None, tid=None):
+        doc = dead_letter(reason, stage=stage, origin=self.source.origin(rec), value=self.source.value(rec),
+                          router=self.conf.client_id, target=rule.target if rule else None, task_id=tid)
+        log.warning("dead-lettered", extra={"fields": {"reason": reason, "stage": stage,
+                                                       **self.source.origin(rec)}})
+        return ("dead", stage), await self._send(self.conf.dead_letter_topic, doc)
+
+    async def _slow(self, rec, ev, rule, digest):
+        """A rule whose URLs need the storage door (macaroons, MKCOL)."""
+        async with self._sem:
+            try:
+                urls = await self.gen.build(rule, ev)
+            except UrlFailure as e:
+                return await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest))
+        return ("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))
+
+    async def process(self, records) -> list:
+        """Send everything one batch of records gives; returns [(kind, future)]."""
+        out, slow = [], []
+        matched = 0
+        parse, gen = self.source.parse, self.gen
+        for rec in records:
+            try:
+                ev = parse(rec)
+            except events.EventError as e:
+                out.append(await self._dead(rec, f"malformed event: {e}", "parse"))
+                continue
+            rules = matching_rules(self.rules, ev)
+            if not rules:
+                continue
+            matched += 1
+            digest = event_digest(ev)
+            for rule in rules:
+                if rule.needs_network:
+                    slow.append(self._slow(rec, ev, rule, digest))
+                    continue
+                try:
+                    urls = gen.build_bare(rule, ev)
+                except UrlFailure as e:
+                    out.append(await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest)))
+                    continue
+                out.append((("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("task", extra={"fields": {"target": rule.target, "path": ev.path}})
+        if slow:
+            out.extend(await asyncio.gather(*slow))
+        self.metrics.events_in.labels(self.source.kind).inc(len(records))
+        self.metrics.count("events_in", len(records))
+        if matched:
+            self.metrics.matched.inc(matched)
+            self.metrics.count("matched", matched)
+        return out
+
+    # -- acks and commits ------------------------------------------------------
+    async def settle(self, block: bool) -> None:
+        """Commit the tokens of the oldest batches whose sends are all acknowledged."""
+        token: dict = {}
+        done_batches = 0
+        while self.pending:
+            batch_token, sent = self.pending[0]
+            if not all(f.done() for _, f in sent):
+                if not (block or len(self.pending) > MAX_PENDING_BATCHES):
+                    break
+                await asyncio.gather(*(f for _, f in sent))
+            self.pending.popleft()
+            tasks, dead = Tally(), Tally()
+            for (kind, label), f in sent:
+                f.result()  # a send that failed for good raises here: nothing later gets committed
+                (tasks if kind == "task" else dead)[label] += 1
+            for target, n in tasks.items():
+                self.metrics.tasks_out.labels(target).inc(n)
+                self.metrics.count("tasks_out", n)
+            for stage, n in dead.items():
+                self.metrics.dead.labels(stage).inc(n)
+                self.metrics.count("dead_lettered", n)
+            token = self._merge(token, batch_token)
+            done_batches += 1
+        if done_batches:
+            await self.source.commit(token)
+        self.metrics.pending.set(len(self.pending))
+        for part, lag in self.source.lag().items():
+            self.metrics.lag.labels(part).set(lag)
+
+    @staticmethod
+    def _merge(a, b):
+        if isinstance(b, dict):
+            return {**a, **b}
+        return b  # SSE: the newest event id
+
+    # -- the loop --------------------------------------------------------------
+    async def run(self) -> None:
+        conf = self.conf
+        self.producer = kafka_producer(conf.bootstrap, linger_ms=5, max_batch_size=256 * 1024,
+                                       client_id=conf.client_id)
+        await self._start_producer()
+        if self.stopping.is_set():
+            return
+        await self.gen.start()
+        try:
+            if not await self.source.start(self.stopping):
+                return
+            self.ready = True
+            log.info("routing", extra={"fields": {"source": self.source.kind, "rules": len(self.rules),
+                                                  "targets": conf.targets}})
+            while not self.stopping.is_set():
+                batches = await self.source.get()
+                self.last_poll = time.monotonic()
+                for batch_token, records in batches:
+                    self.pending.append((batch_token, await self.process(records)))
+                await self.settle(block=not batches)
+                self._progress()
+            await self.settle(block=True)
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("router stopped", extra={"fields": {"error": self.error}}, exc_info=True)
+            raise
+        finally:
+            self.ready = False
+            await self.source.stop()
+            await self.gen.close()
+            await self.producer.stop()
+
+    async def _start_producer(self) -> None:
+        warned = False
+        while not self.stopping.is_set():
+            try:
+                await self.producer.start()
+                try:  # targets and dead-letter topic exist before the first send (Kafka may not auto-create)
+                    await ensure_topics(self.conf.bootstrap, [*self.conf.targets, self.conf.dead_letter_topic])
+                except Exception as e:  # noqa: BLE001 - not fatal: an admin may have created them, sends tell
+                    log.warning("could not ensure topics", extra={"fields": {"error": repr(e)}})
+                return
+            except Exception as e:  # noqa: BLE001 - broker not up yet: keep trying, say so once
+                if not warned:
+                    log.warning("broker not reachable, retrying",
+                                extra={"fields": {"bootstrap": self.conf.bootstrap, "error": repr(e)}})
+                    warned = True
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), 2.0)
+                except TimeoutError:
+                    pass
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY:
+            self._last_progress = now
+            log.info("progress", extra={"fields": {**self.metrics.totals, "lag": self.source.lag()}})
+
+    def health(self) -> tuple[int, dict]:
+        body = {"status": "ok", "source": self.source.kind, "source_status": getattr(self.source, "status", ""),
+                **self.metrics.totals, "lag": self.source.lag(), "batches_in_flight": len(self.pending)}
+        if self.error:
+            body["status"], body["error"] = "failed", self.error
+            return 503, body
+        if not self.ready:
+            body["status"] = "starting"
+            return 503, body
+        if time.monotonic() - self.last_poll > 120:
+            body["status"] = "stalled"  # e.g. stuck on a storage door that does not answer
+            return 503, body
+        return 200, body
+
+
+def make_source(conf: RouterConfig):
+    if conf.source.type == "sse":
+        from .sse import SseSource
+        return SseSource(conf)
+    return KafkaSource(conf)
+
+
+async def serve_http(router: Router, host: str, port: int) -> web.AppRunner:
+    app = web.Application()
+
+    async def healthz(_req):
+        status, body = router.health()
+        return web.json_response(body, status=status)
+
+    async def metrics(_req):
+        return web.Response(body=generate_latest(router.metrics.registry), content_type="text/plain",
+                            charset="utf-8")
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def main(conf: RouterConfig) -> int:
+    router = Router(conf)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, router.stopping.set)
+    runner = await serve_http(router, conf.listen_host, conf.listen_port) if conf.listen_port else None
+    try:
+        await router.run()
+        return 0
+    except Exception:  # noqa: BLE001 - logged by run(); the exit status tells the supervisor
+        return 1
+    finally:
+        if runner:
+            await runner.cleanup()
+        log.info("stopped", extra={"fields": dict(router.metrics.totals)})
