@@ -93,7 +93,7 @@ class RouterConfig:
     retries: int = 4
     backoff: float = 0.2
     timeout: float = 10.0
-    concurrency: int = 64
+    concurrency: int = 16
     tls_verify: bool | str = True
     source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
     dead_letter_topic: str = "dead-letter"
@@ -516,7 +516,7 @@ def validate(data: Any, lines: dict | None = None, path: str | None = None) -> t
         retries=c.number(ug.get("retries"), gw + ("retries",), 4, int, 0),
         backoff=c.number(ug.get("backoff"), gw + ("backoff",), 0.2, float, 0),
         timeout=c.number(ug.get("timeout"), gw + ("timeout",), 10.0, float, 0.001),
-        concurrency=c.number(ug.get("concurrency"), gw + ("concurrency",), 64, int, 1),
+        concurrency=c.number(ug.get("concurrency"), gw + ("concurrency",), 16, int, 1),
         tls_verify=tls, source=src, dead_letter_topic=dead,
         listen_host=c.string(listen.get("host"), lw + ("host",)) or "127.0.0.1", listen_port=port,
         log_level=level, path=path)

@@ -191,6 +191,14 @@ class Rule:
         return not (self.ignoring and self.ignoring.search(ev.path))
 
 
+def wanted_kinds(rules: list[Rule]) -> frozenset[str]:
+    """Every msgType some rule may take: records of other types need no full parse."""
+    out: set[str] = set()
+    for r in rules:
+        out |= r.predicate.msg_types if r.predicate.msg_types is not None else UPLOAD_KINDS
+    return frozenset(out)
+
+
 def matching_rules(rules: list[Rule], ev: events.StorageEvent) -> list[Rule]:
     """Every rule that takes the event: one task each (as dynamic-processing)."""
     return [r for r in rules if r.matches(ev)]

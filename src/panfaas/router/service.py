@@ -15,13 +15,13 @@ committed: the supervisor restarts it and it resumes from the last commit.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
 from collections import Counter as Tally
 from collections import deque
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -29,14 +29,15 @@ from .. import events
 from ..kafka import ensure_topics
 from ..kafka import producer as kafka_producer
 from .config import RouterConfig
-from .rules import matching_rules
+from .rules import matching_rules, wanted_kinds
 from .sources import KafkaSource
 from .tasks import dead_letter, event_digest, make_task, task_id
 from .urls import UrlFailure, UrlGenerator
 
 log = logging.getLogger("panfaas.router")
 
-MAX_PENDING_BATCHES = 8      # batches sent but not yet acknowledged
+MAX_PENDING_BATCHES = 16     # batches sent but not yet acknowledged
+CHUNK = 256                  # records per batch: the unit of commits (and of work lost to a kill -9)
 PROGRESS_EVERY = 60.0        # seconds between progress log lines
 
 
@@ -64,6 +65,7 @@ class Router:
     def __init__(self, conf: RouterConfig, *, source=None):
         self.conf = conf
         self.rules = conf.rules
+        self.kinds = wanted_kinds(conf.rules)
         self.metrics = Metrics()
         self.gen = UrlGenerator(conf, observe=self.metrics.macaroon_latency.observe)
         self.source = source or make_source(conf)
@@ -74,11 +76,13 @@ class Router:
         self.pending: deque = deque()
         self.last_poll = 0.0
         self._sem = asyncio.Semaphore(conf.concurrency)
+        self._committing: asyncio.Task | None = None
+        self._to_commit = None
         self._last_progress = time.monotonic()
 
     # -- one batch -------------------------------------------------------------
     async def _send(self, topic: str, doc: dict):
-        return await self.producer.send(topic, json.dumps(doc, separators=(",", ":")).encode())
+        return await self.producer.send(topic, orjson.dumps(doc))
 
     async def _dead(self, rec, reason: str, stage: str, rule=None, tid=None):
         doc = dead_letter(reason, stage=stage, origin=self.source.origin(rec), value=self.source.value(rec),
@@ -100,12 +104,14 @@ class Router:
         """Send everything one batch of records gives; returns [(kind, future)]."""
         out, slow = [], []
         matched = 0
-        parse, gen = self.source.parse, self.gen
+        parse, gen, kinds = self.source.parse, self.gen, self.kinds
         for rec in records:
             try:
-                ev = parse(rec)
+                ev = parse(rec, kinds)
             except events.EventError as e:
                 out.append(await self._dead(rec, f"malformed event: {e}", "parse"))
+                continue
+            if ev is None:
                 continue
             rules = matching_rules(self.rules, ev)
             if not rules:
@@ -158,10 +164,30 @@ class Router:
             token = self._merge(token, batch_token)
             done_batches += 1
         if done_batches:
-            await self.source.commit(token)
+            self._commit_soon(token)
+        if block:
+            await self._flush_commits()
         self.metrics.pending.set(len(self.pending))
         for part, lag in self.source.lag().items():
             self.metrics.lag.labels(part).set(lag)
+
+    def _commit_soon(self, token) -> None:
+        """Commit in the background, one commit at a time, never going back."""
+        self._to_commit = token if self._to_commit is None else self._merge(self._to_commit, token)
+        if self._committing is not None:
+            if not self._committing.done():
+                return
+            self._committing.result()  # a failed commit stops the router (it resumes from the last good one)
+        token, self._to_commit = self._to_commit, None
+        self._committing = asyncio.create_task(self.source.commit(token))
+
+    async def _flush_commits(self) -> None:
+        if self._committing is not None:
+            await self._committing
+            self._committing = None
+        if self._to_commit is not None:
+            token, self._to_commit = self._to_commit, None
+            await self.source.commit(token)
 
     @staticmethod
     def _merge(a, b):
@@ -187,8 +213,11 @@ class Router:
             while not self.stopping.is_set():
                 batches = await self.source.get()
                 self.last_poll = time.monotonic()
-                for batch_token, records in batches:
-                    self.pending.append((batch_token, await self.process(records)))
+                for records in batches:
+                    for i in range(0, len(records), CHUNK):
+                        chunk = records[i:i + CHUNK]
+                        self.pending.append((self.source.token(chunk), await self.process(chunk)))
+                        await self.settle(block=False)
                 await self.settle(block=not batches)
                 self._progress()
             await self.settle(block=True)

@@ -1,6 +1,9 @@
 """Event sources. Each yields batches of records with a commit token, parses a record
 into a StorageEvent, and commits a token once every task of its records is acked.
 
+Interface: `start(stopping)`, `get()` -> lists of records, `token(records)`,
+`parse(record)`, `origin(record)`, `value(record)`, `commit(token)`, `lag()`, `stop()`.
+
 * `KafkaSource`: the billing topic (dynamic-processing's only source). Manual
   assignment of every partition, positions committed to the consumer group
   `kafka-client.id`, so a restarted router resumes where it left off at once.
@@ -53,13 +56,21 @@ class KafkaSource:
                     pass
         return False
 
-    async def get(self, timeout_ms: int = 200) -> list[tuple[dict, list]]:
+    async def get(self, timeout_ms: int = 200) -> list[list]:
+        """Lists of records, each from one partition, in offset order."""
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
-        return [({tp: msgs[-1].offset + 1}, msgs) for tp, msgs in batch.items() if msgs]
+        return [msgs for msgs in batch.values() if msgs]
 
     @staticmethod
-    def parse(rec) -> events.StorageEvent:
-        return events.parse_billing(rec.value)
+    def token(records: list) -> dict:
+        """What to commit once these records (of one partition) are done."""
+        last = records[-1]
+        return {TopicPartition(last.topic, last.partition): last.offset + 1}
+
+    @staticmethod
+    def parse(rec, kinds: frozenset | None = None) -> events.StorageEvent | None:
+        """None: a well-formed record of a msgType no rule takes (not checked further)."""
+        return events.parse_billing(rec.value, kinds)
 
     @staticmethod
     def origin(rec) -> dict:

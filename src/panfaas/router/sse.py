@@ -439,7 +439,7 @@ class SseSource:
         return 0.0
 
     # -- the router's side -----------------------------------------------------
-    async def get(self, timeout_ms: int = 200, max_records: int = 500) -> list[tuple]:
+    async def get(self, timeout_ms: int = 200, max_records: int = 500) -> list[list]:
         try:
             first = await asyncio.wait_for(self.queue.get(), timeout_ms / 1000)
         except TimeoutError:
@@ -447,12 +447,14 @@ class SseSource:
         records = [first]
         while len(records) < max_records and not self.queue.empty():
             records.append(self.queue.get_nowait())
+        return [records]
+
+    def token(self, records: list) -> tuple:
         ids = [r.id for r in records if r.id is not None]
-        token = (self.channel, ids[-1] if ids else None, max(r.received for r in records))
-        return [(token, records)]
+        return (self.channel, ids[-1] if ids else None, max(r.received for r in records))
 
     @staticmethod
-    def parse(rec: SseRecord) -> events.StorageEvent:
+    def parse(rec: SseRecord, kinds: frozenset | None = None) -> events.StorageEvent:
         if rec.event is None:
             raise events.EventError(rec.error or "unusable SSE event")
         return rec.event

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import time
+
+import orjson
 
 from .. import events
 from .rules import Rule
@@ -21,8 +22,7 @@ DEAD_LETTER_VALUE_LIMIT = 64 * 1024   # the original message is kept up to this 
 
 def event_digest(ev: events.StorageEvent) -> bytes:
     """The event's identity: its record in canonical JSON (key order and spacing do not count)."""
-    canonical = json.dumps(ev.raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).digest()
+    return hashlib.sha256(orjson.dumps(ev.raw, option=orjson.OPT_SORT_KEYS, default=str)).digest()
 
 
 def task_id(rule: Rule, ev: events.StorageEvent, digest: bytes | None = None) -> str:
@@ -51,7 +51,7 @@ def dead_letter(reason: str, *, stage: str, origin: dict, value, router: str,
     if task_id:
         doc["task_id"] = task_id
     if isinstance(value, dict):
-        value = json.dumps(value)
+        value = orjson.dumps(value, default=str)
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogatepass")
     if value is None:
