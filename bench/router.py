@@ -42,6 +42,8 @@ from panfaas import events, router  # noqa: E402
 from panfaas.kafka import ensure_topics, start_consumer  # noqa: E402
 from panfaas.kafka import producer as kafka_producer  # noqa: E402
 from panfaas.router.service import Router  # noqa: E402
+from panfaas.router.sources import FETCH_MAX_WAIT_MS  # noqa: E402
+from panfaas.router.urls import basic_auth  # noqa: E402
 from services import free_port, start_broker, start_storage, wait_healthz  # noqa: E402
 
 
@@ -72,7 +74,7 @@ async def raw_pipe(bootstrap: str, src: str, dst: str, expected: int | None, gro
     """The baseline: consume src, produce every value unchanged to dst, commit once acked.
     Pipelined like the router (several batches in flight, commits after their acks), so that
     the comparison is about what the router does with each record. Returns seconds."""
-    consumer = await start_consumer(bootstrap, src, group)
+    consumer = await start_consumer(bootstrap, src, group, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     producer = kafka_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     done, t0, pending = 0, None, []
@@ -149,13 +151,13 @@ async def run_router(conf: dict, records: int) -> tuple[float, dict]:
 
 async def door_rate(storage, n: int, concurrency: int) -> float:
     """Macaroons/s the storage door mints at this concurrency (the macaroon mode's ceiling)."""
-    auth = aiohttp.BasicAuth("router", storage.users["router"]["password"])
+    auth = {"Authorization": basic_auth("router", storage.users["router"]["password"]),
+            "Content-Type": "application/macaroon-request"}
     sem = asyncio.Semaphore(concurrency)
     body = json.dumps({"caveats": ["activity:DOWNLOAD"], "validity": "PT1H"})
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
         async def one(i):
-            async with sem, s.post(f"{storage.url}/data/door/f{i}.h5", data=body, auth=auth,
-                                   headers={"Content-Type": "application/macaroon-request"}) as r:
+            async with sem, s.post(f"{storage.url}/data/door/f{i}.h5", data=body, headers=auth) as r:
                 assert r.status == 200, await r.text()
                 await r.read()
         t0 = time.perf_counter()
@@ -168,7 +170,7 @@ async def door_rate(storage, n: int, concurrency: int) -> float:
 async def paced_latency(bootstrap: str, src: str, dst: str, n_uploads: int, rate: float, prefix: str,
                         path_of) -> list[float]:
     """Send uploads at `rate`/s; seconds from each send to the receipt of its output message."""
-    consumer = await start_consumer(bootstrap, dst, f"lat-{dst}", offset_reset="latest")
+    consumer = await start_consumer(bootstrap, dst, f"lat-{dst}", offset_reset="latest", fetch_max_wait_ms=5)
     for tp in consumer.assignment():
         await consumer.seek_to_end(tp)
     producer = kafka_producer(bootstrap, linger_ms=0)
@@ -261,6 +263,7 @@ async def main(args) -> None:
             m_records = upload_records(m_up, "m")
             await preload(bs, "mac-src", m_records)
             await ensure_topics(bs, ["mac-tasks", "mac-tasks-dead"])
+            await door_rate(storage, 500, args.concurrency)      # warm: connections, the door's threads
             door = await door_rate(storage, min(4000, 2 * m_up), args.concurrency)
             mt_s, totals = await run_router(router_conf(bs, "mac-src", "mac-tasks", storage, args.concurrency),
                                             len(m_records))

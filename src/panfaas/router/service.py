@@ -77,6 +77,7 @@ class Router:
         self.last_poll = 0.0
         self._sem = asyncio.Semaphore(conf.concurrency)
         self._committing: asyncio.Task | None = None
+        self._slow_inflight = 0
         self._to_commit = None
         self._last_progress = time.monotonic()
 
@@ -92,17 +93,30 @@ class Router:
         return ("dead", stage), await self._send(self.conf.dead_letter_topic, doc)
 
     async def _slow(self, rec, ev, rule, digest):
-        """A rule whose URLs need the storage door (macaroons, MKCOL)."""
+        """A rule whose URLs need the storage door (macaroons, MKCOL): runs as its own task,
+        so that later records are read (and their requests made) while it waits.
+        Returns its (kind, label) once the broker has acknowledged what it sent."""
+        self._slow_inflight += 1
+        try:
+            return await self._slow_build(rec, ev, rule, digest)
+        finally:
+            self._slow_inflight -= 1
+
+    async def _slow_build(self, rec, ev, rule, digest):
         async with self._sem:
             try:
                 urls = await self.gen.build(rule, ev)
             except UrlFailure as e:
-                return await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest))
-        return ("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))
+                label, fut = await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest))
+            else:
+                label, fut = ("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))
+        await fut
+        return label
 
     async def process(self, records) -> list:
-        """Send everything one batch of records gives; returns [(kind, future)]."""
-        out, slow = [], []
+        """Send (or start) everything one batch of records gives; returns [((kind, label), future)],
+        where the future is done once the broker acknowledged it (label None: the future says)."""
+        out = []
         matched = 0
         parse, gen, kinds = self.source.parse, self.gen, self.kinds
         for rec in records:
@@ -120,7 +134,7 @@ class Router:
             digest = event_digest(ev)
             for rule in rules:
                 if rule.needs_network:
-                    slow.append(self._slow(rec, ev, rule, digest))
+                    out.append((None, asyncio.ensure_future(self._slow(rec, ev, rule, digest))))
                     continue
                 try:
                     urls = gen.build_bare(rule, ev)
@@ -130,8 +144,6 @@ class Router:
                 out.append((("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))))
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("task", extra={"fields": {"target": rule.target, "path": ev.path}})
-        if slow:
-            out.extend(await asyncio.gather(*slow))
         self.metrics.events_in.labels(self.source.kind).inc(len(records))
         self.metrics.count("events_in", len(records))
         if matched:
@@ -152,8 +164,9 @@ class Router:
                 await asyncio.gather(*(f for _, f in sent))
             self.pending.popleft()
             tasks, dead = Tally(), Tally()
-            for (kind, label), f in sent:
-                f.result()  # a send that failed for good raises here: nothing later gets committed
+            for what, f in sent:
+                result = f.result()  # a send that failed for good raises here: nothing later is committed
+                kind, label = what or result
                 (tasks if kind == "task" else dead)[label] += 1
             for target, n in tasks.items():
                 self.metrics.tasks_out.labels(target).inc(n)
@@ -218,6 +231,10 @@ class Router:
                         chunk = records[i:i + CHUNK]
                         self.pending.append((self.source.token(chunk), await self.process(chunk)))
                         await self.settle(block=False)
+                        # Read ahead of the storage door only so far: what is in flight is redone after a crash.
+                        while self._slow_inflight > 4 * conf.concurrency and self.pending:
+                            await asyncio.gather(*(f for _, f in self.pending[0][1]))
+                            await self.settle(block=False)
                 await self.settle(block=not batches)
                 self._progress()
             await self.settle(block=True)

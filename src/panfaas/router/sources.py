@@ -22,6 +22,11 @@ from ..kafka import start_consumer
 
 log = logging.getLogger("panfaas.router")
 
+# How long the broker may hold a fetch when there is nothing new. Kafka answers as soon as
+# data arrives; tansu waits the full time, which would be every event's latency (aiokafka's
+# default is 500 ms).
+FETCH_MAX_WAIT_MS = 25
+
 
 class KafkaSource:
     kind = "kafka"
@@ -40,7 +45,8 @@ class KafkaSource:
         while not stopping.is_set():
             try:
                 self.consumer = await start_consumer(self.conf.bootstrap, self.topic, self.conf.client_id,
-                                                     client_id=self.conf.client_id)
+                                                     client_id=self.conf.client_id,
+                                                     fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
                 for tp in self.consumer.assignment():  # the group's committed offsets (or the reset)
                     self.committed[tp] = await self.consumer.position(tp)
                 self.status = "ok"

@@ -45,6 +45,7 @@ from pathlib import Path
 import aiohttp
 
 from .. import events
+from .urls import basic_auth
 
 log = logging.getLogger("panfaas.router.sse")
 
@@ -122,7 +123,7 @@ class SseSource:
         self.client_id = src.client_id or conf.client_id
         self.channel_timeout = src.channel_timeout
         self.state_path = Path(src.state_file)
-        self.auth = aiohttp.BasicAuth(src.username, src.password or "") if src.username else None
+        self.headers = {"Authorization": basic_auth(src.username, src.password)} if src.username else {}
         self.tls = conf.tls_verify
         self.session: aiohttp.ClientSession | None = None
         self.channel: str | None = None
@@ -168,7 +169,7 @@ class SseSource:
             elif isinstance(self.tls, str):
                 import ssl
                 ssl_arg = ssl.create_default_context(cafile=self.tls)
-            self.session = aiohttp.ClientSession(auth=self.auth, connector=aiohttp.TCPConnector(ssl=ssl_arg))
+            self.session = aiohttp.ClientSession(headers=self.headers, connector=aiohttp.TCPConnector(ssl=ssl_arg))
 
     async def _call(self, method: str, url: str, *, json_body=None, ok=(200, 201, 204)) -> aiohttp.ClientResponse:
         async with self.session.request(method, url, json=json_body, headers={"Accept": "application/json"},

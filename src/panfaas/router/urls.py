@@ -14,6 +14,7 @@ handing out a bare URL that the function cannot use.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import ssl
@@ -36,6 +37,10 @@ class UrlFailure(Exception):
     """A URL of a rule could not be made; the text is the dead-letter reason."""
 
 
+def basic_auth(username: str, password: str | None) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+
+
 def origin(base: str) -> str:
     parts = urllib.parse.urlsplit(base)
     return f"{parts.scheme}://{parts.netloc}"
@@ -44,7 +49,7 @@ def origin(base: str) -> str:
 class UrlGenerator:
     def __init__(self, conf, *, observe: Callable[[float], None] | None = None):
         self.origin = origin(conf.base)
-        self.auth = aiohttp.BasicAuth(conf.username, conf.password or "") if conf.username else None
+        self.headers = {"Authorization": basic_auth(conf.username, conf.password)} if conf.username else {}
         self.default_lifetime = conf.default_lifetime
         self.retries = conf.retries
         self.backoff = conf.backoff
@@ -79,8 +84,9 @@ class UrlGenerator:
         for attempt in range(self.retries + 1):
             retry = True
             try:
-                async with self.session.request(method, self.url(path), data=body, auth=self.auth,
-                                                headers=headers, timeout=self.timeout) as r:
+                async with self.session.request(method, self.url(path), data=body,
+                                                headers={**self.headers, **(headers or {})},
+                                                timeout=self.timeout) as r:
                     text = await r.text(errors="replace")
                     if r.status in ok:
                         return r.status, text
