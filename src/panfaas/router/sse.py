@@ -173,7 +173,7 @@ class SseSource:
 
     async def _call(self, method: str, url: str, *, json_body=None, ok=(200, 201, 204)) -> aiohttp.ClientResponse:
         async with self.session.request(method, url, json=json_body, headers={"Accept": "application/json"},
-                                        timeout=aiohttp.ClientTimeout(total=30)) as r:
+                                        timeout=aiohttp.ClientTimeout(total=30), allow_redirects=False) as r:
             await r.read()
             if r.status == 404 and url.startswith(self.channel or "\0"):
                 raise ChannelGone(f"{method} {url}: 404")
@@ -229,8 +229,9 @@ class SseSource:
         if path in self.watches.values():
             return True
         try:
+            # 201: a new subscription; 303: merged into the channel's watch of the same directory
             r = await self._call("POST", f"{self.channel}/subscriptions/inotify",
-                                 json_body={"path": path, "flags": self.flags}, ok=(201,))
+                                 json_body={"path": path, "flags": self.flags}, ok=(201, 303))
         except SseError as e:  # e.g. 400: the directory went away meanwhile
             log.warning("watch refused", extra={"fields": {"path": path, "error": str(e)}})
             return False
