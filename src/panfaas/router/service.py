@@ -39,6 +39,7 @@ log = logging.getLogger("panfaas.router")
 MAX_PENDING_BATCHES = 16     # batches sent but not yet acknowledged
 CHUNK = 256                  # records per batch: the unit of commits (and of work lost to a kill -9)
 PROGRESS_EVERY = 60.0        # seconds between progress log lines
+TASK_LINES_PER_SECOND = 100  # `task` log lines; more are only counted
 
 
 class Metrics:
@@ -78,6 +79,7 @@ class Router:
         self._sem = asyncio.Semaphore(conf.concurrency)
         self._committing: asyncio.Task | None = None
         self._slow_inflight = 0
+        self._log_window, self._log_budget = 0.0, TASK_LINES_PER_SECOND
         self._to_commit = None
         self._last_progress = time.monotonic()
 
@@ -109,9 +111,23 @@ class Router:
             except UrlFailure as e:
                 label, fut = await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest))
             else:
-                label, fut = ("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))
+                task = make_task(rule, ev, urls, digest)
+                label, fut = ("task", rule.target), await self._send(rule.target, task)
+                self._log_task(rule, ev, task)
         await fut
         return label
+
+    def _log_task(self, rule, ev, task) -> None:
+        """A `task` log line per task, up to TASK_LINES_PER_SECOND (a line costs more than routing
+        the event); beyond that they are counted in the `progress` line. debug: every one."""
+        now = time.monotonic()
+        if now - self._log_window >= 1.0:
+            self._log_window, self._log_budget = now, TASK_LINES_PER_SECOND
+        if self._log_budget > 0 or log.isEnabledFor(logging.DEBUG):
+            self._log_budget -= 1
+            log.info("task", extra={"fields": {"target": rule.target, "path": ev.path, "task_id": task["task_id"]}})
+        else:
+            self.metrics.count("task_lines_skipped")
 
     async def process(self, records) -> list:
         """Send (or start) everything one batch of records gives; returns [((kind, label), future)],
@@ -141,9 +157,9 @@ class Router:
                 except UrlFailure as e:
                     out.append(await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest)))
                     continue
-                out.append((("task", rule.target), await self._send(rule.target, make_task(rule, ev, urls, digest))))
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("task", extra={"fields": {"target": rule.target, "path": ev.path}})
+                task = make_task(rule, ev, urls, digest)
+                out.append((("task", rule.target), await self._send(rule.target, task)))
+                self._log_task(rule, ev, task)
         self.metrics.events_in.labels(self.source.kind).inc(len(records))
         self.metrics.count("events_in", len(records))
         if matched:
