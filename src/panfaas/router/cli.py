@@ -8,7 +8,7 @@ import json
 import sys
 
 from . import config as rconfig
-from .rules import matching_rules
+from .rules import matching_rules, wanted_kinds
 from .tasks import dead_letter, event_digest, make_task, task_id
 from .urls import UrlFailure, UrlGenerator
 
@@ -38,6 +38,7 @@ def check_config(args) -> int:
 async def dry_run_events(conf, lines, *, use_macaroons: bool, out=sys.stdout) -> int:
     """Print one {"topic", "value"} line per message the router would publish for each event."""
     gen = UrlGenerator(conf)
+    kinds = wanted_kinds(conf.rules)
     if use_macaroons:
         await gen.start()
     try:
@@ -47,14 +48,16 @@ async def dry_run_events(conf, lines, *, use_macaroons: bool, out=sys.stdout) ->
                 continue
             origin = {"input": "dry-run", "line": n}
             try:
-                ev = _parse(text)
+                ev = _parse(text, kinds)
             except Exception as e:  # noqa: BLE001 - EventError, shown as the dead letter it would be
                 doc = dead_letter(f"malformed event: {e}", stage="parse", origin=origin, value=text,
                                   router=conf.client_id)
                 _emit(out, conf.dead_letter_topic, doc)
                 continue
+            if ev is None:
+                continue  # a msgType no rule takes: the router does not look further either
             digest = event_digest(ev)
-            for rule in matching_rules(conf.rules, ev):  # the router also skips kinds no rule takes
+            for rule in matching_rules(conf.rules, ev):
                 try:
                     if use_macaroons and rule.needs_network:
                         # Side-effect free: macaroons are minted, MKCOL is not sent.
@@ -72,9 +75,9 @@ async def dry_run_events(conf, lines, *, use_macaroons: bool, out=sys.stdout) ->
     return 0
 
 
-def _parse(text: str):
+def _parse(text: str, kinds):
     from .. import events
-    return events.parse_billing(text.encode("utf-8", "surrogateescape"))
+    return events.parse_billing(text.encode("utf-8", "surrogateescape"), kinds)
 
 
 def _emit(out, topic: str, value: dict) -> None:
