@@ -125,9 +125,9 @@ def billing_remove(*, path: str, pnfsid: str, size: int, user: str, uid: int, gi
 
 # -- parsing: billing records and SSE inotify events -> StorageEvent -----------
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)   # not frozen: a frozen dataclass is three times slower to make
 class StorageEvent:
-    """One namespace change, whatever reported it."""
+    """One namespace change, whatever reported it (treat it as read-only)."""
 
     kind: str                 # transfer | request | remove | store | restore | hit | warning | inotify
     cell_type: str            # pool | door | frontend (SSE)

@@ -37,7 +37,10 @@ from .urls import UrlFailure, UrlGenerator
 log = logging.getLogger("panfaas.router")
 
 MAX_PENDING_BATCHES = 16     # batches sent but not yet acknowledged
-CHUNK = 256                  # records per batch: the unit of commits (and of work lost to a kill -9)
+# Records per chunk: the unit of commits (and of work redone after a kill -9). Small when rules
+# wait for the storage door; large otherwise, so that each produce request carries many tasks.
+CHUNK_WITH_MACAROONS = 256
+CHUNK = 2000
 PROGRESS_EVERY = 60.0        # seconds between progress log lines
 TASK_LINES_PER_SECOND = 100  # `task` log lines; more are only counted
 
@@ -62,11 +65,52 @@ class Metrics:
         self.totals[name] += n
 
 
+class Batcher:
+    """The tasks of one chunk of records, appended to one record batch per target topic and sent
+    together (aiokafka's batch API: far less work per message than a send() each). Partitions
+    are taken in turn, batch by batch (the tasks' key is null, as dynamic-processing's)."""
+
+    def __init__(self, producer, partitions: dict):
+        self.producer = producer
+        self.partitions = partitions      # topic -> [partition ids, next index], shared by the router
+        self.open: dict = {}              # topic -> (batch, count)
+
+    async def add(self, topic: str, value: bytes) -> list:
+        sent = []
+        batch, n = self.open.get(topic) or (self.producer.create_batch(), 0)
+        if batch.append(key=None, value=value, timestamp=None) is None:   # full: send it, start another
+            sent.append(await self._send(topic, batch, n))
+            batch, n = self.producer.create_batch(), 0
+            if batch.append(key=None, value=value, timestamp=None) is None:
+                raise ValueError(f"a task of {len(value)} bytes does not fit in a record batch")
+        self.open[topic] = (batch, n + 1)
+        return sent
+
+    async def flush(self) -> list:
+        sent = [await self._send(topic, batch, n) for topic, (batch, n) in self.open.items()]
+        self.open = {}
+        return sent
+
+    async def _send(self, topic: str, batch, n: int):
+        known = self.partitions.get(topic)
+        if known is None:
+            known = self.partitions[topic] = [sorted(await self.producer.partitions_for(topic)), 0]
+        ids, i = known
+        known[1] = (i + 1) % len(ids)
+        # send_batch waits until the partition's previous batch has gone out: not here, in a task,
+        # so that the next chunk is processed meanwhile.
+        return ("task", topic, n), asyncio.ensure_future(self._acked(batch, topic, ids[i]))
+
+    async def _acked(self, batch, topic: str, partition: int):
+        return await (await self.producer.send_batch(batch, topic, partition=partition))
+
+
 class Router:
     def __init__(self, conf: RouterConfig, *, source=None):
         self.conf = conf
         self.rules = conf.rules
         self.kinds = wanted_kinds(conf.rules)
+        self.chunk = CHUNK_WITH_MACAROONS if any(r.needs_network for r in conf.rules) else CHUNK
         self.metrics = Metrics()
         self.gen = UrlGenerator(conf, observe=self.metrics.macaroon_latency.observe)
         self.source = source or make_source(conf)
@@ -81,6 +125,7 @@ class Router:
         self._slow_inflight = 0
         self._log_window, self._log_budget = 0.0, TASK_LINES_PER_SECOND
         self._to_commit = None
+        self._partitions: dict = {}
         self._last_progress = time.monotonic()
 
     # -- one batch -------------------------------------------------------------
@@ -92,7 +137,7 @@ class Router:
                           router=self.conf.client_id, target=rule.target if rule else None, task_id=tid)
         log.warning("dead-lettered", extra={"fields": {"reason": reason, "stage": stage,
                                                        **self.source.origin(rec)}})
-        return ("dead", stage), await self._send(self.conf.dead_letter_topic, doc)
+        return ("dead", stage, 1), await self._send(self.conf.dead_letter_topic, doc)
 
     async def _slow(self, rec, ev, rule, digest):
         """A rule whose URLs need the storage door (macaroons, MKCOL): runs as its own task,
@@ -112,7 +157,7 @@ class Router:
                 label, fut = await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest))
             else:
                 task = make_task(rule, ev, urls, digest)
-                label, fut = ("task", rule.target), await self._send(rule.target, task)
+                label, fut = ("task", rule.target, 1), await self._send(rule.target, task)
                 self._log_task(rule, ev, task)
         await fut
         return label
@@ -130,9 +175,10 @@ class Router:
             self.metrics.count("task_lines_skipped")
 
     async def process(self, records) -> list:
-        """Send (or start) everything one batch of records gives; returns [((kind, label), future)],
-        where the future is done once the broker acknowledged it (label None: the future says)."""
+        """Send (or start) everything one batch of records gives; returns [((kind, label, count),
+        future)], where the future is done once the broker acknowledged it (None: the future says)."""
         out = []
+        batcher = Batcher(self.producer, self._partitions)
         matched = 0
         parse, gen, kinds = self.source.parse, self.gen, self.kinds
         for rec in records:
@@ -158,8 +204,9 @@ class Router:
                     out.append(await self._dead(rec, str(e), "urls", rule, task_id(rule, ev, digest)))
                     continue
                 task = make_task(rule, ev, urls, digest)
-                out.append((("task", rule.target), await self._send(rule.target, task)))
+                out += await batcher.add(rule.target, orjson.dumps(task))
                 self._log_task(rule, ev, task)
+        out += await batcher.flush()
         self.metrics.events_in.labels(self.source.kind).inc(len(records))
         self.metrics.count("events_in", len(records))
         if matched:
@@ -182,8 +229,8 @@ class Router:
             tasks, dead = Tally(), Tally()
             for what, f in sent:
                 result = f.result()  # a send that failed for good raises here: nothing later is committed
-                kind, label = what or result
-                (tasks if kind == "task" else dead)[label] += 1
+                kind, label, n = what or result
+                (tasks if kind == "task" else dead)[label] += n
             for target, n in tasks.items():
                 self.metrics.tasks_out.labels(target).inc(n)
                 self.metrics.count("tasks_out", n)
@@ -227,7 +274,7 @@ class Router:
     # -- the loop --------------------------------------------------------------
     async def run(self) -> None:
         conf = self.conf
-        self.producer = kafka_producer(conf.bootstrap, linger_ms=5, max_batch_size=256 * 1024,
+        self.producer = kafka_producer(conf.bootstrap, linger_ms=5, max_batch_size=1024 * 1024,
                                        client_id=conf.client_id)
         await self._start_producer()
         if self.stopping.is_set():
@@ -243,8 +290,8 @@ class Router:
                 batches = await self.source.get()
                 self.last_poll = time.monotonic()
                 for records in batches:
-                    for i in range(0, len(records), CHUNK):
-                        chunk = records[i:i + CHUNK]
+                    for i in range(0, len(records), self.chunk):
+                        chunk = records[i:i + self.chunk]
                         self.pending.append((self.source.token(chunk), await self.process(chunk)))
                         await self.settle(block=False)
                         # Read ahead of the storage door only so far: what is in flight is redone after a crash.
