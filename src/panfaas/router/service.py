@@ -1,15 +1,16 @@
 """The router service: source -> rules -> URLs -> tasks, at least once.
 
-For every batch of source records: parse each (malformed -> dead letter with the
-reason), match every rule, build the URLs (macaroon requests run concurrently,
-up to `url-generator.concurrency`), send one task per matching rule. A batch's
-commit token is handed to the source only once the broker has acknowledged
-every message sent for it and for every batch before it; several batches may be
-in flight meanwhile, so waiting for acks does not stall the pipeline.
+The loop takes records from the source in chunks. For each record of a chunk: parse it
+(malformed -> dead letter with the reason), match every rule, build the URLs, make one task
+per matching rule. Tasks whose URLs need no storage door are appended to one record batch per
+target and sent when the chunk is done; those that need macaroons (or MKCOL) run as tasks of
+their own, up to `url-generator.concurrency` requests in flight, while later chunks are read
+(the read-ahead is bounded). A chunk's commit token is handed to the source only once the
+broker has acknowledged everything sent for it and for every chunk before it.
 
-A send that fails for good (the broker lost for longer than the producer's
-delivery timeout) stops the router with an error before anything later is
-committed: the supervisor restarts it and it resumes from the last commit.
+A send that fails for good (the broker lost for longer than the producer's delivery timeout)
+stops the router with an error before anything later is committed: the supervisor restarts it
+and it resumes from the last commit.
 """
 
 from __future__ import annotations
