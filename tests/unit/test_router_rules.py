@@ -202,3 +202,12 @@ def test_task_is_the_url_map_plus_event_and_task_id():
     assert task["event"] == {"path": "/data/foo/clip.mp4", "pnfsid": "0000AB", "size": 1000, "user": "alice",
                              "client": "192.0.2.10", "time": ev.time, "source": "kafka", "msgType": "transfer",
                              "cellType": "pool"}
+
+
+def test_rules_alone_for_tools():
+    """parse_rules/derive: the rules of a `files:` list without the rest of a configuration."""
+    rules = router.parse_rules({"files": SAMPLE["files"]})
+    assert [r.target for r in rules] == ["uploaded-foo-movies"]
+    assert router.derive("/data/foo/clip.mp4", rules[0].urls[1]) == "/data/foo/clip-derived.mp4"
+    with pytest.raises(router.RouterConfigError, match=r"rules: files\[0\].target: required"):
+        router.parse_rules({"files": [{"path-predicate": {"matching": "x"}}]})

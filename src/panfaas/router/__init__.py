@@ -13,13 +13,20 @@ messages), sources (Kafka), sse (dCache SSE), service (the loop, metrics,
 /healthz), cli. Reference: shared/reference/dcache-events-macaroons-cxi.md §4.
 """
 
-from .config import RouterConfig, RouterConfigError, check, from_dict
+from .config import RouterConfig, RouterConfigError, check, from_dict, parse_rules
 from .config import load as load_config
-from .rules import Rule, UrlSpec, matching_rules
+from .rules import DeriveError, Rule, UrlSpec, matching_rules
 from .tasks import event_digest, make_task, task_id
 
-__all__ = ["RouterConfig", "RouterConfigError", "Rule", "UrlSpec", "check", "event_digest", "from_dict",
-           "load_config", "make_task", "matching_rules", "serve", "task_id"]
+__all__ = ["DeriveError", "RouterConfig", "RouterConfigError", "Rule", "UrlSpec", "check", "derive",
+           "event_digest", "from_dict", "load_config", "make_task", "matching_rules", "parse_rules", "serve",
+           "task_id"]
+
+
+def derive(path: str, spec: UrlSpec) -> str:
+    """The path a URL of a rule names for an event's path (derived-path applied);
+    DeriveError if its `replacing` does not occur in the path."""
+    return spec.derive(path)
 
 
 def serve(conf_path: str) -> int:

@@ -408,6 +408,30 @@ def _rule(c: _Checker, index: int, value: Any) -> Rule | None:
     return Rule(index, target, matching, ignoring, urls, predicate)
 
 
+def _rules(c: _Checker, files: Any) -> list[Rule]:
+    rules: list[Rule] = []
+    if not isinstance(files, list) or not files:
+        c.error(("files",), "at least one rule is required" if files in (None, []) else
+                f"must be a list of rules, got {_kind(files)}")
+        return rules
+    for i, f in enumerate(files):
+        r = _rule(c, i, f)
+        if r:
+            rules.append(r)
+    return rules
+
+
+def parse_rules(conf: dict) -> list[Rule]:
+    """The rules of a configuration's `files:` alone (for tools and tests; the rest of the
+    configuration is not looked at). RouterConfigError with the first problem."""
+    c = _Checker({})
+    rules = _rules(c, conf.get("files") if isinstance(conf, dict) else None)
+    errors = [p for p in c.problems if not p.warning]
+    if errors:
+        raise RouterConfigError(errors[0].format("rules"))
+    return rules
+
+
 def _absolute_url(c: _Checker, value: Any, where: tuple, required: bool = True) -> str | None:
     text = c.string(value, where, required)
     if text is None:
@@ -445,16 +469,7 @@ def validate(data: Any, lines: dict | None = None, path: str | None = None) -> t
         c.error(gw + ("tls-verify",), "must be true, false or the path of a CA bundle")
         tls = True
 
-    rules: list[Rule] = []
-    files = top.get("files")
-    if not isinstance(files, list) or not files:
-        c.error(("files",), "at least one rule is required" if files in (None, []) else
-                f"must be a list of rules, got {_kind(files)}")
-    else:
-        for i, f in enumerate(files):
-            r = _rule(c, i, f)
-            if r:
-                rules.append(r)
+    rules = _rules(c, top.get("files"))
     macaroon_urls = [(r.index, u.name) for r in rules for u in r.urls if u.activity or u.create_path]
     if macaroon_urls and not username:
         i, name = macaroon_urls[0]
