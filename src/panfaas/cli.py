@@ -16,18 +16,6 @@ def _storage(args) -> int:
     return storage.serve(args.config)
 
 
-def _router_serve(args) -> int:
-    from . import router
-    return router.serve(args.config)
-
-
-def _router_check(args) -> int:
-    from . import router
-    router.load_config(args.file)  # raises ConfigError with the reason
-    print(f"{args.file}: ok")
-    return 0
-
-
 def _runtime_serve(args) -> int:
     from .runtime import server
     return server.serve(args.config)
@@ -120,14 +108,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--config", required=True, help="YAML configuration file")
     c.set_defaults(func=_storage)
 
-    r = sub.add_parser("router", help="the event router (dynamic processing)")
-    rs = r.add_subparsers(dest="command", required=True)
-    c = rs.add_parser("serve", help="run the router")
-    c.add_argument("--config", required=True, help="dynamic-processing YAML configuration file")
-    c.set_defaults(func=_router_serve)
-    c = rs.add_parser("check-config", help="validate a configuration file and explain what is wrong")
-    c.add_argument("file")
-    c.set_defaults(func=_router_check)
+    from .router.cli import add_parser as add_router_parser
+    add_router_parser(sub)
 
     rt = sub.add_parser("runtime", help="the embedded OpenWhisk-compatible function runtime")
     rts = rt.add_subparsers(dest="command", required=True)
