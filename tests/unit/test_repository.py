@@ -1,5 +1,6 @@
 """Checks on the repository itself: generated docs are current, layout conventions hold."""
 
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,21 @@ def test_missing_python_fails_with_one_clear_line(tmp_path):
     assert out.returncode != 0
     lines = [x for x in out.stdout.splitlines() + out.stderr.splitlines() if x.startswith("panfaas:")]
     assert len(lines) == 1 and "python3.11-does-not-exist not found" in lines[0], out
+
+
+def test_every_runbook_is_in_the_runbook_index():
+    index = (REPO / "docs" / "runbooks" / "README.md").read_text()
+    for page in (REPO / "docs" / "runbooks").glob("*.md"):
+        if page.name != "README.md":
+            assert f"]({page.name})" in index, f"docs/runbooks/README.md does not list {page.name}"
+
+
+def test_relative_links_in_the_docs_resolve():
+    tracked = subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    pages = {REPO / p for p in tracked} | set((REPO / "docs").rglob("*.md"))
+    broken = []
+    for page in sorted(pages):
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not target.startswith("mailto:") and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
