@@ -263,7 +263,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the throughput file (default 1024)")
     ap.add_argument("--repeat", type=int, default=5, help="interleaved repeats of each copy (default 5)")
-    ap.add_argument("--uploads", type=int, default=1000, help="uploads for the latency figures (default 1000; 0: skip them)")
+    ap.add_argument("--uploads", type=int, default=1000,
+                    help="uploads for the latency figures (default 1000; 0: skip them)")
     ap.add_argument("--upload-size", type=int, default=4096, help="bytes per latency upload (default 4096)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object as well")
