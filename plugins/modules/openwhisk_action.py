@@ -20,11 +20,22 @@ options:
     default: python:3.11
   src:
     description:
-      - A function file or directory. A directory holding only C(__main__.py) (or only C(exec)) is
-        deployed as text; with more files as a zip, built deterministically so that unchanged code
-        is no change. C(function.yml), C(Dockerfile), C(README.md), C(requirements.txt) and
-        C(tests/) are left out.
+      - A function file or directory. A directory holding only C(__main__.py) (or only C(exec)),
+        with no O(include), is deployed as text; with more files as a zip, built deterministically
+        so that unchanged code is no change. C(function.yml), C(Dockerfile), C(README.md),
+        C(requirements.txt) and C(tests/) are left out.
     type: path
+  include:
+    description:
+      - More files to deploy beside the code of O(src), each at the top of the zip under its own
+        name, e.g. modules several functions share. With it the code is always a zip.
+      - A relative path is taken from the directory that holds O(src), so with
+        O(src=functions/hdf5-preview) the item C(lib/storagehttp.py) is C(functions/lib/storagehttp.py)
+        (the C(include) key of a C(function.yml), as the C(functions) role passes it).
+      - A name that is already part of the code, or a file that does not exist, fails the task.
+    type: list
+    elements: path
+    default: []
   code:
     description: Code as text, instead of O(src).
     type: str
@@ -66,6 +77,7 @@ EXAMPLES = r"""
     name: panfaas/hdf5-preview
     kind: python:3.11
     src: functions/hdf5-preview
+    include: [lib/storagehttp.py, lib/remotehdf5.py]   # from functions/lib, beside __main__.py
     limits: {timeout: 60000, memory: 512}
     parameters: {binning: 2}
 
@@ -77,6 +89,7 @@ EXAMPLES = r"""
     kind: blackbox
     image: registry.example.org/panfaas/video-deshake:0.1.0
     src: functions/video-deshake
+    include: [lib/storagehttp.py]   # beside exec, which imports it
 
 - name: Chain two actions
   openwhisk_action:
@@ -118,6 +131,7 @@ def main():
             name=dict(type="str", required=True),
             kind=dict(type="str", default="python:3.11"),
             src=dict(type="path"),
+            include=dict(type="list", elements="path", default=[]),
             code=dict(type="str"),
             image=dict(type="str"),
             main=dict(type="str"),
@@ -135,9 +149,11 @@ def main():
         if p["src"]:
             from panfaas.deploy import action_code
             try:
-                exec_["code"], exec_["binary"] = action_code(p["src"])
+                exec_["code"], exec_["binary"] = action_code(p["src"], p["include"])
             except (OSError, ValueError) as e:
                 module.fail_json(msg=f"cannot read the code of {p['src']}: {e}")
+        elif p["include"]:
+            module.fail_json(msg="include needs src (the function directory the files go beside)")
         elif p["code"] is not None:
             exec_["code"] = p["code"]
         for k in ("image", "main", "components"):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import io
 import zipfile
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .client import ClientError, Functions
@@ -27,29 +28,42 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 NOT_CODE = ("function.yml", "Dockerfile", "README.md", "requirements.txt")
 
 
-def action_code(src: str | Path) -> tuple[str, bool]:
+def action_code(src: str | Path, include: Sequence[str | Path] = ()) -> tuple[str, bool]:
     """(code, binary) for a function file or directory: a single `__main__.py` or `exec` as
     text; a directory with more than that as a deterministic base64 zip (fixed timestamps,
-    sorted names), so that unchanged code is no change."""
+    sorted names), so that unchanged code is no change.
+
+    include: more files to ship beside the code, each at the top of the zip under its own name
+    (modules shared by several functions, e.g. lib/storagehttp.py). A relative path is taken
+    from the directory that holds `src` (functions/ for functions/hdf5-preview)."""
     p = Path(src)
     if p.is_file():
+        if include:
+            raise ValueError("include needs a function directory, not a single file")
         return p.read_text(), False
-    files = sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-                   and f.name not in NOT_CODE and not f.name.endswith(".pyc")
-                   and "tests" not in f.relative_to(p).parts)
-    names = [f.relative_to(p).as_posix() for f in files]
+    files = {f.relative_to(p).as_posix(): f for f in p.rglob("*")
+             if f.is_file() and "__pycache__" not in f.parts and f.name not in NOT_CODE
+             and not f.name.endswith(".pyc") and "tests" not in f.relative_to(p).parts}
+    for item in include:
+        f = p.parent / item   # an absolute item stays itself
+        if not f.is_file():
+            raise ValueError(f"include {item}: no such file {f}")
+        if f.name in files:
+            raise ValueError(f"include {item}: {f.name} is already part of the code")
+        files[f.name] = f
+    names = sorted(files, key=PurePosixPath)  # by path components, as the zips always were
     if names in (["__main__.py"], ["exec"]):
-        return files[0].read_text(), False
+        return files[names[0]].read_text(), False
     if not names:
         raise ValueError(f"{p}: no code (neither __main__.py nor exec)")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for f, name in zip(files, names, strict=True):
+        for name in names:
             info = zipfile.ZipInfo(name, ZIP_EPOCH)
-            executable = name == "exec" or f.stat().st_mode & 0o111
+            executable = name == "exec" or files[name].stat().st_mode & 0o111
             info.external_attr = (0o755 if executable else 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, f.read_bytes())
+            z.writestr(info, files[name].read_bytes())
     return base64.b64encode(buf.getvalue()).decode(), True
 
 

@@ -42,12 +42,13 @@ PLAY = """
         limits: {timeout: 10000}
         parameters: {scale: "{{ scale | default(2) | int }}"}
       when: state | default('present') == 'present'
-    - name: Blackbox action from a directory with an exec
+    - name: Blackbox action from a directory with an exec, and a shared module beside it
       openwhisk_action:
         <<: *conn
         name: "{{ pkg }}/wordcount"
         kind: blackbox
         src: "{{ fixtures }}/bb-wordcount"
+        include: [lib/words.py]
       when: state | default('present') == 'present'
     - name: Sequence
       openwhisk_action:
@@ -138,7 +139,11 @@ def test_modules_check_mode_idempotence_change_and_absent(tmp_path, rt, broker, 
 
 def test_modules_fail_with_one_clear_message(tmp_path, rt):
     book = tmp_path / "bad.yml"
+    fixtures = REPO / "tests" / "fixtures" / "functions"
     book.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Missing shared module", "ignore_errors": True, "openwhisk_action": {
+            "api_host": rt.api_host, "auth": rt.auth, "name": "bad", "kind": "blackbox",
+            "src": str(fixtures / "bb-wordcount"), "include": ["lib/nope.py"]}},
         {"name": "Bad limits", "openwhisk_action": {"api_host": rt.api_host, "auth": rt.auth, "name": "bad",
                                                      "code": "def main(a):\n  return a", "limits": {"timeout": 1}}},
     ]}]))
@@ -148,6 +153,8 @@ def test_modules_fail_with_one_clear_message(tmp_path, rt):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "put actions/bad: HTTP 400: Time limit 1 ms below allowed threshold of 100 ms." in out.stdout
+    assert (f"cannot read the code of {fixtures}/bb-wordcount: include lib/nope.py: no such file "
+            f"{fixtures}/lib/nope.py") in out.stdout
 
 
 @pytest.mark.parametrize("name", MODULES)

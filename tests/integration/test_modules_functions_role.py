@@ -3,12 +3,15 @@ and broker, on fixture functions: a python one and a blackbox `exec` one, both f
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
@@ -67,6 +70,9 @@ def test_role_deploys_python_and_blackbox_functions_fed_from_kafka(tmp_path, rt,
     assert {"key": "description", "value": "sums numbers"} in py["annotations"]
     bb = fn.get("actions", "fixtures/bb-wordcount")
     assert bb["exec"]["kind"] == "blackbox" and bb["exec"]["binary"] is True    # exec + words.py: a zip
+    shipped = zipfile.ZipFile(io.BytesIO(base64.b64decode(bb["exec"]["code"])))
+    assert shipped.namelist() == ["exec", "words.py"]                    # lib/words.py, by include
+    assert shipped.read("words.py") == (FIXTURES / "lib" / "words.py").read_bytes()
     assert bb["exec"]["image"] == "registry.example.org/panfaas/bb-wordcount:0.0.1"
     assert fn.get("rules", "words-to-wordcount")["action"] == {"path": "guest/fixtures", "name": "bb-wordcount"}
     assert fn.get("rules", f"{sums}-py-summarize")["status"] == "active"
@@ -101,10 +107,15 @@ def test_a_broken_function_yml_fails_the_stage_naming_the_file(tmp_path, rt, bro
     fdir = functions_dir(tmp_path, TOPIC_SUMS="s", TOPIC_WORDS="w")
     broken = tmp_path / "functions" / "bb-wordcount" / "function.yml"
     broken.write_text(broken.read_text().replace("kind: blackbox\n", ""))
+    shutil.copytree(tmp_path / "functions" / "py-summarize", tmp_path / "functions" / "py-include")
+    included = tmp_path / "functions" / "py-include" / "function.yml"
+    included.write_text(included.read_text().replace("name: py-summarize", "name: py-include")
+                        + "include: [lib/words.py, lib/missing.py]\n")
     (tmp_path / "functions" / "py-summarize" / "__main__.py").unlink()
     out = role(tmp_path, rt, broker, fdir, check=False)
     assert out.returncode != 0
     text = " ".join(out.stdout.split())
     assert f"{tmp_path}/functions/bb-wordcount/function.yml: needs name and kind" in text
     assert f"{tmp_path}/functions/py-summarize/function.yml: needs name and kind" in text  # no __main__.py
+    assert f"{tmp_path}/functions/py-include/function.yml: needs name and kind" in text    # no lib/missing.py
     assert "Deploy the actions" not in out.stdout                   # nothing was deployed
