@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -296,12 +297,49 @@ def produce_many(bootstrap: str, topic: str, values: list, max_request_size: int
 
 
 def load_function(name: str):
-    """Import functions/<name>/__main__.py as a module (functions are standalone, not packages)."""
-    path = REPO / "functions" / name / "__main__.py"
-    spec = importlib.util.spec_from_file_location(f"function_{name.replace('-', '_')}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """Import functions/<name>/__main__.py (or its blackbox `exec`) as a module, as the runtime
+    loads it: the shared modules its function.yml includes (functions/lib/...) importable beside
+    it, and no others. Each call gets its own copies of them, as each deployed action has its own
+    process: functions loaded side by side never share a module's state."""
+    d = REPO / "functions" / name
+    path = d / "__main__.py" if (d / "__main__.py").exists() else d / "exec"
+    beside = {Path(p).stem: REPO / "functions" / p for p in function_includes(name)}
+    finder = _Beside(beside)
+    saved = {m: sys.modules.pop(m) for m in beside if m in sys.modules}
+    sys.meta_path.insert(0, finder)
+    try:
+        loader = importlib.machinery.SourceFileLoader(f"function_{name.replace('-', '_')}", str(path))
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        loader.exec_module(module)
+    finally:
+        sys.meta_path.remove(finder)
+        for m in beside:
+            sys.modules.pop(m, None)
+        sys.modules.update(saved)
     return module
+
+
+def function_includes(name: str) -> list[str]:
+    """The shared modules functions/<name>/function.yml includes (paths under functions/)."""
+    spec = yaml.safe_load((REPO / "functions" / name / "function.yml").read_text()) or {}
+    return list(spec.get("include") or [])
+
+
+def function_code(name: str) -> tuple[str, bool]:
+    """(code, binary): what the functions role deploys for functions/<name>."""
+    from panfaas.deploy import action_code
+    return action_code(REPO / "functions" / name, function_includes(name))
+
+
+class _Beside:
+    """A meta path finder for the modules shipped beside a function's code (name -> file)."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files
+
+    def find_spec(self, fullname, path=None, target=None):
+        f = self.files.get(fullname)
+        return importlib.util.spec_from_file_location(fullname, f) if f else None
 
 
 # -- the all-in-one as deployed by Ansible ------------------------------------

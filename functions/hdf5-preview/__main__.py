@@ -1,19 +1,18 @@
 """hdf5-preview: a detector frame rendered to PNG, the way CrystFEL's hdfsee showed it.
 
-A standalone OpenWhisk python action (standard library + h5py, numpy, pillow). Called
-directly with `read`, `write`, ... or from a Kafka feed trigger, `{"messages": [{"value":
-{...the same arguments...}}]}`, one preview per message. README.md lists the arguments.
+A standalone OpenWhisk python action (standard library + h5py, numpy, pillow, and
+storagehttp.py and remotehdf5.py from functions/lib, shipped beside it). Called directly with
+`read`, `write`, ... or from a Kafka feed trigger, `{"messages": [{"value": {...the same
+arguments...}}]}`, one preview per message. README.md lists the arguments.
 
 The file is read over HTTP Range requests: only its metadata and the requested frame are
 transferred, so frame 7 of a stack costs one frame, not the stack.
 """
 
 import dataclasses
-import http.client
 import io
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -23,6 +22,9 @@ import urllib.parse
 import h5py
 import numpy as np
 from PIL import Image
+
+from remotehdf5 import RemoteFile, open_hdf5
+from storagehttp import FunctionError, Http, put, redact
 
 MIN_IMAGE_SIDE = 64       # hdfsee: "the first 2-D dataset with both dimensions > 64"
 SCALES = ("colour", "mono", "invmono")
@@ -35,221 +37,6 @@ PEAKS_CXI = "/entry_1/result_1"                       # nPeaks, peakXPosRaw, pea
 INDEXED_LEVELS = 254      # palette entries 0..254 hold the colour map, 255 the rings
 RGB_LEVELS = 1536         # 24-bit output: hdfsee's six bands at 256 steps each
 RING_RGB = (0, 255, 0)    # green is in none of the three scales
-
-
-# ---- shared HTTP helpers: the same text in every function (tests/functions/test_fn_shared.py) ----
-class FunctionError(Exception):
-    """Bad input, or a URL that is refused or unreachable: the call returns {"error": str(e)}."""
-
-
-def redact(url):
-    """The URL without its query: a macaroon in ?authz= is a credential."""
-    p = urllib.parse.urlsplit(str(url))
-    return urllib.parse.urlunsplit((p.scheme, p.netloc, p.path, "", ""))
-
-
-def _reason(e):
-    return getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
-
-
-class Http:
-    """HTTP/1.1 with one kept-alive connection per origin, following redirects as dCache's
-    doors send them (a GET or PUT redirected to a pool)."""
-
-    REDIRECTS = (301, 302, 303, 307, 308)
-
-    def __init__(self, timeout=60):
-        self.timeout = timeout
-        self.conns = {}
-
-    def _conn(self, scheme, netloc):
-        key = (scheme, netloc)
-        if key not in self.conns:
-            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            self.conns[key] = cls(netloc, timeout=self.timeout)
-        return self.conns[key]
-
-    def _drop(self, scheme, netloc):
-        conn = self.conns.pop((scheme, netloc), None)
-        if conn:
-            conn.close()
-
-    def close(self):
-        for key in list(self.conns):
-            self._drop(*key)
-
-    def request(self, method, url, headers=None, body=None):
-        """The response (status, headers, body still to read), redirects followed."""
-        for _hop in range(6):
-            p = urllib.parse.urlsplit(url)
-            if p.scheme not in ("http", "https") or not p.netloc:
-                raise FunctionError(f"not an http(s) URL: {redact(url)!r}")
-            target = (p.path or "/") + ("?" + p.query if p.query else "")
-            for attempt in (0, 1):
-                reused = (p.scheme, p.netloc) in self.conns
-                conn = self._conn(p.scheme, p.netloc)
-                try:
-                    if hasattr(body, "seek"):
-                        body.seek(0)
-                    conn.request(method, target, body=body, headers=dict(headers or {}))
-                    resp = conn.getresponse()
-                    break
-                except (http.client.HTTPException, OSError) as e:
-                    self._drop(p.scheme, p.netloc)
-                    if attempt == 0 and reused:  # the server closed a kept-alive connection
-                        continue
-                    raise FunctionError(f"cannot reach {redact(url)}: {_reason(e)}") from None
-            location = resp.getheader("Location")
-            if resp.status in self.REDIRECTS and location:
-                resp.read()
-                url = urllib.parse.urljoin(url, location)
-                if resp.status == 303:
-                    method, body = "GET", None
-                continue
-            return resp
-        raise FunctionError(f"too many redirects from {redact(url)}")
-
-    def read_all(self, resp, url):
-        try:
-            return resp.read()
-        except (http.client.HTTPException, OSError) as e:
-            self._drop(*urllib.parse.urlsplit(url)[:2])
-            raise FunctionError(f"transfer from {redact(url)} broke off: {_reason(e)}") from None
-
-
-def check(http_, resp, url, ok=(200, 201, 204, 206, 207)):
-    """Raise a clear FunctionError for an error answer (the body is read either way)."""
-    if resp.status in ok:
-        return resp
-    text = http_.read_all(resp, url)[:600].decode("utf-8", "replace").strip()
-    try:
-        detail = json.loads(text).get("error") or text
-    except (ValueError, AttributeError):
-        detail = text.splitlines()[0] if text else ""
-    detail = f": {detail[:200]}" if detail else ""
-    if resp.status in (401, 403):
-        raise FunctionError(f"storage refused access to {redact(url)} (HTTP {resp.status}{detail}); "
-                            "the URL's macaroon is missing, expired or lacks the activity")
-    if resp.status == 404:
-        raise FunctionError(f"{redact(url)} does not exist (HTTP 404)")
-    raise FunctionError(f"HTTP {resp.status} from {redact(url)}{detail}")
-
-
-def put(http_, url, body, content_type):
-    """Upload `body` (bytes, or a file opened for reading) in one PUT."""
-    size = len(body) if isinstance(body, (bytes, bytearray)) else os.fstat(body.fileno()).st_size
-    resp = http_.request("PUT", url, {"Content-Type": content_type, "Content-Length": str(size)}, body)
-    check(http_, resp, url, ok=(200, 201, 204))
-    http_.read_all(resp, url)
-    return size
-# ---- end of the shared HTTP helpers ----
-
-
-# ---- shared remote HDF5 file: the same text in hdf5-preview and metadata-extract ----
-class RemoteFile(io.RawIOBase):
-    """A read-only, seekable file over HTTP Range GETs, for h5py.File(RemoteFile(...)).
-
-    Small reads (HDF5 metadata) go through a cache of BLOCK-sized blocks; a large read (a
-    frame, a chunk) is fetched exactly, straight into h5py's buffer. So opening a file and
-    reading one frame of a stack transfers the metadata blocks and that frame, not the file.
-    A server that ignores Range gets one plain GET of the whole file instead.
-    """
-
-    BLOCK = 128 * 1024
-
-    def __init__(self, url, http_):
-        super().__init__()
-        self.url, self.http = url, http_
-        self.pos, self.fetched, self.requests = 0, 0, 0
-        self.blocks = {}
-        self.whole = None
-        resp = self._get(0, self.BLOCK - 1, ok=(200, 206, 416))
-        body = self.http.read_all(resp, url)
-        self.fetched += len(body)
-        if resp.status == 206:
-            total = (resp.getheader("Content-Range") or "").rpartition("/")[2]
-            if not total.isdigit():
-                raise FunctionError(f"{redact(url)}: the server's Content-Range has no file size")
-            self.size = int(total)
-            self.blocks[0] = body
-        elif resp.status == 416:  # no byte 0: an empty file
-            self.size = 0
-        else:  # the server ignored Range and sent the whole file
-            self.whole, self.size = body, len(body)
-
-    def _get(self, lo, hi, ok=(206,)):
-        self.requests += 1
-        resp = self.http.request("GET", self.url, {"Range": f"bytes={lo}-{hi}"})
-        check(self.http, resp, self.url, ok=ok)
-        return resp
-
-    def _fetch(self, lo, hi):
-        resp = self._get(lo, hi)
-        body = self.http.read_all(resp, self.url)
-        self.fetched += len(body)
-        if len(body) != hi - lo + 1:
-            raise FunctionError(f"{redact(self.url)} changed or broke off while being read")
-        return body
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self.pos
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = base + offset
-        return self.pos
-
-    def readinto(self, buf):
-        view = memoryview(buf).cast("B")
-        n = min(len(view), max(self.size - self.pos, 0))
-        if n <= 0:
-            return 0
-        lo, hi = self.pos, self.pos + n - 1
-        if self.whole is not None:
-            view[:n] = self.whole[lo:hi + 1]
-        elif n >= 4 * self.BLOCK:  # bulk data: exactly what was asked for
-            view[:n] = self._fetch(lo, hi)
-        else:
-            first, last = lo // self.BLOCK, hi // self.BLOCK
-            missing = [b for b in range(first, last + 1) if b not in self.blocks]
-            if missing:  # one request for the whole missing run
-                a, z = missing[0], missing[-1]
-                data = self._fetch(a * self.BLOCK, min((z + 1) * self.BLOCK, self.size) - 1)
-                for b in range(a, z + 1):
-                    self.blocks[b] = data[(b - a) * self.BLOCK:(b - a + 1) * self.BLOCK]
-            done = 0
-            while done < n:
-                b, off = divmod(lo + done, self.BLOCK)
-                piece = self.blocks[b][off:off + n - done]
-                view[done:done + len(piece)] = piece
-                done += len(piece)
-        self.pos += n
-        return n
-
-
-def open_hdf5(src, url):
-    """h5py.File over a RemoteFile, with h5py's errors turned into clear ones."""
-    if src.size == 0:
-        raise FunctionError(f"{redact(url)} is empty (0 bytes)")
-    try:
-        return h5py.File(src, "r")
-    except OSError as e:
-        msg = str(e)
-        m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", msg)
-        if m:
-            why = f"truncated, {m.group(1)} of the {m.group(2)} bytes its superblock declares"
-        elif "signature" in msg:
-            why = "no HDF5 signature, it is not HDF5 at all"
-        else:
-            why = msg
-        raise FunctionError(f"{redact(url)} is not a readable HDF5 file: {why}") from None
-# ---- end of the shared remote HDF5 file ----
 
 
 # -- arguments ---------------------------------------------------------------------------

@@ -1,12 +1,11 @@
 """video-deshake (blackbox `exec`) run with real ffmpeg/libvidstab: through dockerskeleton's
-protocol (a process with the JSON in argv[1] or on stdin) and as main(args), against the real
-storage element. De-shaking is measured, not assumed: the frame-to-frame camera motion of the
+protocol (a process with the JSON in argv[1] or on stdin, run from the code as deployed: the
+zip with the shared modules beside `exec`, unpacked as the runtime does) and as main(args),
+against the real storage element. De-shaking is measured, not assumed: the frame-to-frame camera motion of the
 output must be a fraction of the input's."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,20 +14,25 @@ import sys
 import datagen
 import pytest
 
-from services import REPO, free_port
+from panfaas.runtime.executor import materialize
+from services import free_port, function_code, load_function
 
-EXEC = REPO / "functions" / "video-deshake" / "exec"
 NO_FFMPEG = datagen.ffmpeg_with_vidstab()
 needs_ffmpeg = pytest.mark.skipif(NO_FFMPEG is not None, reason=f"cannot run ffmpeg with libvidstab: {NO_FFMPEG}")
 
 
 @pytest.fixture(scope="module")
 def deshake():
-    loader = importlib.machinery.SourceFileLoader("video_deshake_exec", str(EXEC))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_function("video-deshake")
+
+
+@pytest.fixture(scope="module")
+def exec_path(tmp_path_factory):
+    """`exec` in the action directory as the runtime unpacks the deployed code."""
+    code, binary = function_code("video-deshake")
+    action = materialize({"kind": "blackbox", "code": code, "binary": binary},
+                         tmp_path_factory.mktemp("deployed") / "video-deshake")
+    return action / "exec"
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,8 @@ def urls(door, clip):
     return make
 
 
-def run_exec(args: dict, via_stdin: bool = False, env: dict | None = None) -> dict:
-    argv = [sys.executable, str(EXEC)] + ([] if via_stdin else [json.dumps(args)])
+def run_exec(exec_path, args: dict, via_stdin: bool = False, env: dict | None = None) -> dict:
+    argv = [sys.executable, str(exec_path)] + ([] if via_stdin else [json.dumps(args)])
     out = subprocess.run(argv, input=json.dumps(args), capture_output=True, text=True, timeout=300,
                          env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stderr
@@ -58,9 +62,9 @@ def run_exec(args: dict, via_stdin: bool = False, env: dict | None = None) -> di
 
 
 @needs_ffmpeg
-def test_deshakes_through_the_blackbox_protocol(urls, door, clip, tmp_path):
+def test_deshakes_through_the_blackbox_protocol(exec_path, urls, door, clip, tmp_path):
     args, out, side = urls()
-    res = run_exec(args)
+    res = run_exec(exec_path, args)
     assert "error" not in res, res
     assert res["stabilized"] == door.bare(out) and res["split"] == door.bare(side)
     assert (res["width"], res["height"], res["frames"]) == (320, 240, 75)
@@ -77,10 +81,10 @@ def test_deshakes_through_the_blackbox_protocol(urls, door, clip, tmp_path):
 
 
 @needs_ffmpeg
-def test_arguments_on_stdin_and_bad_json(urls):
-    res = run_exec({"read": "http://127.0.0.1:9/x.mp4"}, via_stdin=True)
+def test_arguments_on_stdin_and_bad_json(exec_path, urls):
+    res = run_exec(exec_path, {"read": "http://127.0.0.1:9/x.mp4"}, via_stdin=True)
     assert res == {"error": "'write' (the URL to PUT the de-shaken video to) is required"}
-    out = subprocess.run([sys.executable, str(EXEC), "{not json"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(exec_path), "{not json"], capture_output=True, text=True)
     assert json.loads(out.stdout.strip().splitlines()[-1])["error"].startswith("the arguments are not JSON")
 
 
