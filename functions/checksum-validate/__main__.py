@@ -1,7 +1,7 @@
 """checksum-validate: the check before data goes to tape.
 
-A standalone OpenWhisk python action (standard library only, and functions/lib/storagehttp.py
-shipped beside it). It streams the file once and computes ADLER32 and MD5 (and SHA-256 on
+A standalone OpenWhisk python action (standard library only, and storagehttp.py and taskrun.py
+from functions/lib, shipped beside it). It streams the file once and computes ADLER32 and MD5 (and SHA-256 on
 request), then compares them with the checksums the storage keeps, asked for with
 `Want-Digest` (RFC 3230; dCache answers `Digest: adler32=<8 hex>,md5=<base64>`), and/or with
 values given as `expected`. README.md lists the arguments.
@@ -13,13 +13,11 @@ import hashlib
 import http.client
 import json
 import re
-import sys
 import time
-import traceback
-import urllib.parse
 import zlib
 
 from storagehttp import FunctionError, Http, check, put, reason, redact
+from taskrun import flag_arg, handle, url_arg
 
 CHUNK = 1 << 20
 ALGORITHMS = ("adler32", "md5", "sha256")
@@ -117,25 +115,6 @@ class Checksums:
 
 # -- the action --------------------------------------------------------------------------
 
-def _bool(args, key, default):
-    v = args.get(key, default)
-    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return v.strip().lower() in ("true", "yes", "1")
-    if not isinstance(v, bool):
-        raise FunctionError(f"'{key}' must be true or false, got {v!r}")
-    return v
-
-
-def _url(args, key, required):
-    v = args.get(key)
-    if v is None and not required:
-        return None
-    if not isinstance(v, str) or not v.strip():
-        raise FunctionError(f"'{key}' (the URL of the file to check) is required")
-    if urllib.parse.urlsplit(v.strip()).scheme not in ("http", "https"):
-        raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")
-    return v.strip()
-
 
 def want_digest(algorithms):
     return ", ".join(WANT[a] for a in ALGORITHMS if a in algorithms)
@@ -172,11 +151,12 @@ def storage_digest(http_, url, algorithms):
 
 def validate(args):
     t0 = time.perf_counter()
-    read, write = _url(args, "read", True), _url(args, "write", False)
+    read = url_arg(args, "read", "the URL of the file to check")
+    write = url_arg(args, "write", "the URL to PUT the report to", required=False)
     expected = parse_expected(args.get("expected"))
-    ask_storage = _bool(args, "storage", True)
+    ask_storage = flag_arg(args, "storage", True)
     algorithms = {"adler32", "md5", *expected}
-    if _bool(args, "sha256", False):
+    if flag_arg(args, "sha256", False):
         algorithms.add("sha256")
     http_ = Http(timeout=120)
     try:
@@ -218,41 +198,10 @@ def validate(args):
     return report
 
 
-def one(args):
-    try:
-        return validate(args)
-    except FunctionError as e:
-        return {"error": str(e)}
-    except Exception as e:  # a bug: one clear line, the trace in the logs
-        traceback.print_exc(file=sys.stderr)
-        return {"error": f"checksum-validate failed unexpectedly: {type(e).__name__}: {e}"}
+def validated_count(results):
+    return {"validated": sum(1 for r in results if r.get("validated") is True)}
 
 
 def main(args):
-    messages = args.get("messages")
-    if not isinstance(messages, list):
-        return one(args)
-    # A Kafka feed batch: one check per task; the action's default parameters apply to each.
-    defaults = {k: v for k, v in args.items() if k != "messages"}
-    results = []
-    for m in messages:
-        value = m.get("value") if isinstance(m, dict) else None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                value = None
-        if not isinstance(value, dict):
-            results.append({"error": "message value is not a task object"})
-            continue
-        res = one({**defaults, **value})
-        if isinstance(value.get("task_id"), str):
-            res["task_id"] = value["task_id"]
-        results.append(res)
-    failed = [r for r in results if "error" in r]
-    out = {"results": results, "count": len(results), "failed": len(failed),
-           "validated": sum(1 for r in results if r.get("validated") is True)}
-    if failed:
-        out = {"error": failed[0]["error"] if len(failed) == 1 else
-               f"{len(failed)} of {len(results)} checks failed", **out}
-    return out
+    # One task, or a Kafka feed batch (one check per task, and how many validated).
+    return handle(args, validate, "checksum-validate", "checks", summary=validated_count)

@@ -1,7 +1,7 @@
 """files-in-run: the files of a run directory, listed over WebDAV (PROPFIND), with cuts.
 
-A standalone OpenWhisk python action (standard library only, and functions/lib/storagehttp.py
-shipped beside it). Called directly with `url` (the run directory) or from a Kafka feed
+A standalone OpenWhisk python action (standard library only, and storagehttp.py and taskrun.py
+from functions/lib, shipped beside it). Called directly with `url` (the run directory) or from a Kafka feed
 trigger, `{"messages": [{"value": {...}}]}` (the event router sends one when a run's
 completion marker is uploaded). Selection: glob or regex on names, size and modification-time
 ranges, recursion depth, limit and sort. Optionally each link is pre-authorised with its own
@@ -14,13 +14,12 @@ import email.utils
 import fnmatch
 import json
 import re
-import sys
 import time
-import traceback
 import urllib.parse
 import xml.etree.ElementTree as ET
 
 from storagehttp import FunctionError, Http, check, put, redact
+from taskrun import flag_arg, handle
 
 DAV = "{DAV:}"
 PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
@@ -57,15 +56,6 @@ def _time(args, key):
         raise FunctionError(f"'{key}' must be an ISO 8601 time (2026-11-22T07:00:00Z) or epoch seconds, "
                             f"got {v!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
-def _bool(args, key, default):
-    v = args.get(key, default)
-    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return v.strip().lower() in ("true", "yes", "1")
-    if not isinstance(v, bool):
-        raise FunctionError(f"'{key}' must be true or false, got {v!r}")
-    return v
 
 
 def _patterns(args, key):
@@ -115,7 +105,7 @@ def parse_args(args):
     return {"url": url.strip(), "write": write, "glob": _patterns(args, "glob"), "regex": regex,
             "exclude": _patterns(args, "exclude"), "min_size": min_size, "max_size": max_size,
             "after": after, "before": before, "depth": depth, "limit": _int(args, "limit", None, 1),
-            "sort": sort, "macaroons": _bool(args, "macaroons", False), "activity": ",".join(acts),
+            "sort": sort, "macaroons": flag_arg(args, "macaroons", False), "activity": ",".join(acts),
             "lifetime": lifetime}
 
 
@@ -274,42 +264,11 @@ def list_run(args):
     return res
 
 
-def one(args):
-    try:
-        return list_run(args)
-    except FunctionError as e:
-        return {"error": str(e)}
-    except Exception as e:  # a bug: one clear line, the trace in the logs
-        traceback.print_exc(file=sys.stderr)
-        return {"error": f"files-in-run failed unexpectedly: {type(e).__name__}: {e}"}
+def without_files(res):
+    """A listing that went to storage stays out of a batch's answer, which stays small."""
+    return {k: v for k, v in res.items() if k != "files"} if "listing" in res else res
 
 
 def main(args):
-    messages = args.get("messages")
-    if not isinstance(messages, list):
-        return one(args)
-    # A Kafka feed batch: one listing per task; the action's default parameters apply to each.
-    defaults = {k: v for k, v in args.items() if k != "messages"}
-    results = []
-    for m in messages:
-        value = m.get("value") if isinstance(m, dict) else None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                value = None
-        if not isinstance(value, dict):
-            results.append({"error": "message value is not a task object"})
-            continue
-        res = one({**defaults, **value})
-        if "listing" in res:  # the listing went to storage: the batch result stays small
-            res = {k: v for k, v in res.items() if k != "files"}
-        if isinstance(value.get("task_id"), str):
-            res["task_id"] = value["task_id"]
-        results.append(res)
-    failed = [r for r in results if "error" in r]
-    out = {"results": results, "count": len(results), "failed": len(failed)}
-    if failed:
-        out = {"error": failed[0]["error"] if len(failed) == 1 else
-               f"{len(failed)} of {len(results)} listings failed", **out}
-    return out
+    # One task, or a Kafka feed batch (one listing per task).
+    return handle(args, list_run, "files-in-run", "listings", brief=without_files)

@@ -1,7 +1,7 @@
 """hdf5-preview: a detector frame rendered to PNG, the way CrystFEL's hdfsee showed it.
 
 A standalone OpenWhisk python action (standard library + h5py, numpy, pillow, and
-storagehttp.py and remotehdf5.py from functions/lib, shipped beside it). Called directly with
+storagehttp.py, remotehdf5.py and taskrun.py from functions/lib, shipped beside it). Called directly with
 `read`, `write`, ... or from a Kafka feed trigger, `{"messages": [{"value": {...the same
 arguments...}}]}`, one preview per message. README.md lists the arguments.
 
@@ -11,27 +11,19 @@ transferred, so frame 7 of a stack costs one frame, not the stack.
 
 import dataclasses
 import io
-import json
 import math
 import re
-import sys
 import time
-import traceback
-import urllib.parse
 
 import h5py
 import numpy as np
 from PIL import Image
 
-from remotehdf5 import RemoteFile, open_hdf5
+from remotehdf5 import MIN_IMAGE_SIDE, RemoteFile, find_image, open_hdf5
 from storagehttp import FunctionError, Http, put, redact
+from taskrun import flag_arg, handle, url_arg
 
-MIN_IMAGE_SIDE = 64       # hdfsee: "the first 2-D dataset with both dimensions > 64"
 SCALES = ("colour", "mono", "invmono")
-# Where facilities put the image: CXI (data_1/data is usually a soft link to the detector's
-# data), then Cheetah's single-hit files (/data/data -> /data/rawdata0).
-IMAGE_PATHS = ("/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/data", "/data/data",
-               "/data/rawdata0")
 PEAKS_CHEETAH = "/processing/cheetah/peakinfo-raw"    # (N, 4): fs, ss, intensity, npix
 PEAKS_CXI = "/entry_1/result_1"                       # nPeaks, peakXPosRaw, peakYPosRaw per frame
 INDEXED_LEVELS = 254      # palette entries 0..254 hold the colour map, 255 the rings
@@ -69,24 +61,6 @@ def _number(args, key, default):
     return x
 
 
-def _bool(args, key, default):
-    v = args.get(key, default)
-    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "false", "no", "0", ""):
-        return v.strip().lower() in ("true", "yes", "1")
-    if not isinstance(v, bool):
-        raise FunctionError(f"'{key}' must be true or false, got {v!r}")
-    return v
-
-
-def _url(args, key, what):
-    v = args.get(key)
-    if not isinstance(v, str) or not v.strip():
-        raise FunctionError(f"'{key}' ({what}) is required")
-    if urllib.parse.urlsplit(v).scheme not in ("http", "https"):
-        raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")
-    return v.strip()
-
-
 @dataclasses.dataclass
 class Options:
     read: str
@@ -121,25 +95,25 @@ def parse_options(args):
             raise FunctionError("'peaks' positions must be finite numbers")
         peaks = arr
     else:
-        peaks = _bool(args, "peaks", False)
+        peaks = flag_arg(args, "peaks", False)
     return Options(
-        read=_url(args, "read", "the URL of the HDF5/CXI file"),
-        write=_url(args, "write", "the URL to PUT the PNG to"),
+        read=url_arg(args, "read", "the URL of the HDF5/CXI file"),
+        write=url_arg(args, "write", "the URL to PUT the PNG to"),
         dataset=("/" + dataset.strip().lstrip("/")) if dataset else None,
         frame=_int(args, "frame", None, lo=0),
         binning=_int(args, "binning", 2, lo=1),
         int_boost=_number(args, "int_boost", 1),
         scale=scale,
-        log=_bool(args, "log", False),
+        log=flag_arg(args, "log", False),
         peaks=peaks,
         ring_size=_number(args, "ring_size", 5),
-        indexed=_bool(args, "indexed", True),
+        indexed=flag_arg(args, "indexed", True),
     )
 
 
 # -- finding and reading the image -----------------------------------------------------
 
-def find_image(f, dataset=None):
+def image_dataset(f, dataset=None):
     """(path, dataset): the one asked for, CXI's, Cheetah's, or the first big 2-D one."""
     if dataset:
         try:
@@ -157,26 +131,11 @@ def find_image(f, dataset=None):
         if not isinstance(obj, h5py.Dataset):
             raise FunctionError(f"{dataset} is a group, not a dataset")
         return dataset, obj
-    for path in IMAGE_PATHS:
-        try:
-            obj = f.get(path)
-        except (KeyError, OSError, ValueError):
-            obj = None
-        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3):
-            return path, obj
-    found = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and min(obj.shape) > MIN_IMAGE_SIDE:
-            found.append("/" + name)
-            return True
-        return None
-
-    f.visititems(visit)
-    if not found:
+    name, ds = find_image(f)
+    if ds is None:
         raise FunctionError("no image in the file: no CXI or Cheetah image dataset and no 2-D "
                             f"dataset larger than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
-    return found[0], f[found[0]]
+    return name, ds
 
 
 def read_frame(name, ds, frame):
@@ -226,7 +185,7 @@ def file_peaks(f, frame):
 
 def load(f, opts):
     """Everything the picture needs from an open file."""
-    name, ds = find_image(f, opts.dataset)
+    name, ds = image_dataset(f, opts.dataset)
     img, nframes = read_frame(name, ds, opts.frame)
     peaks, source = (None, None)
     if isinstance(opts.peaks, np.ndarray):
@@ -375,40 +334,6 @@ def preview(args):
                        "total": round(t_end - t0, 4)}}
 
 
-def one(args):
-    try:
-        return preview(args)
-    except FunctionError as e:
-        return {"error": str(e)}
-    except Exception as e:  # a bug or an unforeseen file: one clear line, the trace in the logs
-        traceback.print_exc(file=sys.stderr)
-        return {"error": f"hdf5-preview failed unexpectedly: {type(e).__name__}: {e}"}
-
-
 def main(args):
-    messages = args.get("messages")
-    if not isinstance(messages, list):
-        return one(args)
-    # A Kafka feed batch: one preview per task; the action's default parameters apply to each.
-    defaults = {k: v for k, v in args.items() if k != "messages"}
-    results = []
-    for m in messages:
-        value = m.get("value") if isinstance(m, dict) else None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                value = None
-        if not isinstance(value, dict):
-            results.append({"error": "message value is not a task object"})
-            continue
-        res = one({**defaults, **value})
-        if isinstance(value.get("task_id"), str):
-            res["task_id"] = value["task_id"]
-        results.append(res)
-    failed = [r for r in results if "error" in r]
-    out = {"results": results, "count": len(results), "failed": len(failed)}
-    if failed:
-        out = {"error": failed[0]["error"] if len(failed) == 1 else
-               f"{len(failed)} of {len(results)} previews failed", **out}
-    return out
+    # One task, or a Kafka feed batch (one preview per task).
+    return handle(args, preview, "hdf5-preview", "previews")

@@ -14,6 +14,12 @@ import h5py
 
 from storagehttp import FunctionError, check, redact
 
+MIN_IMAGE_SIDE = 64       # hdfsee: "the first 2-D dataset with both dimensions > 64"
+# Where facilities put the image: CXI (data_1/data is usually a soft link to the detector's
+# data), then Cheetah's single-hit files (/data/data -> /data/rawdata0).
+IMAGE_PATHS = ("/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/data", "/data/data",
+               "/data/rawdata0")
+
 
 class RemoteFile(io.RawIOBase):
     """A read-only, seekable file over HTTP Range GETs, for h5py.File(RemoteFile(...)).
@@ -118,3 +124,26 @@ def open_hdf5(src, url):
         else:
             why = msg
         raise FunctionError(f"{redact(url)} is not a readable HDF5 file: {why}") from None
+
+
+def find_image(f):
+    """(path, dataset) of the file's image, or (None, None): the CXI or Cheetah place first
+    (a 2-D frame or an N×H×W stack), else the first 2-D dataset with both sides > 64, as
+    hdfsee chose without a geometry."""
+    for path in IMAGE_PATHS:
+        try:
+            obj = f.get(path)
+        except (KeyError, OSError, ValueError):   # e.g. a dangling soft link
+            obj = None
+        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3):
+            return path, obj
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and min(obj.shape) > MIN_IMAGE_SIDE:
+            found.append("/" + name)
+            return True
+        return None
+
+    f.visititems(visit)
+    return (found[0], f[found[0]]) if found else (None, None)

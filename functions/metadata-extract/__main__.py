@@ -1,7 +1,7 @@
 """metadata-extract: what is in a CXI, Cheetah or plain HDF5 file, as one JSON document.
 
-A standalone OpenWhisk python action (standard library + h5py, numpy, and storagehttp.py and
-remotehdf5.py from functions/lib, shipped beside it). Called directly with `read` (and
+A standalone OpenWhisk python action (standard library + h5py, numpy, and storagehttp.py,
+remotehdf5.py and taskrun.py from functions/lib, shipped beside it). Called directly with `read` (and
 `write`), or from a Kafka feed trigger, `{"messages": [{"value": {...}}]}`. README.md lists
 the arguments.
 
@@ -14,24 +14,20 @@ HTTP Range requests: only metadata blocks are transferred, never the detector da
 import datetime as dt
 import json
 import math
-import sys
 import time
-import traceback
 import urllib.parse
 
 import h5py
 import numpy as np
 
-from remotehdf5 import RemoteFile, open_hdf5
+from remotehdf5 import RemoteFile, find_image, open_hdf5
 from storagehttp import FunctionError, Http, put, redact
+from taskrun import handle
 
 J_PER_EV = 1.602176634e-19
 HC_J_M = 6.62607015e-34 * 299792458.0       # Planck constant × speed of light
-MIN_IMAGE_SIDE = 64                          # hdfsee's rule for "an image"
 VALUE_ELEMENTS = 16                          # datasets this small have their value in the document
 ATTRIBUTE_ELEMENTS = 256                     # longer attribute arrays are cut to this many
-IMAGE_PATHS = ("/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/data", "/data/data",
-               "/data/rawdata0")
 CXI = "/entry_1"
 DET = "/entry_1/instrument_1/detector_1"
 SRC = "/entry_1/instrument_1/source_1"
@@ -217,23 +213,6 @@ def first_number(f, paths, factor=1.0):
     return None, None, None
 
 
-def find_image(f):
-    for path in IMAGE_PATHS:
-        ds = _get(f, path)
-        if ds is not None and ds.ndim in (2, 3):
-            return path, ds
-    found = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and min(obj.shape) > MIN_IMAGE_SIDE:
-            found.append("/" + name)
-            return True
-        return None
-
-    f.visititems(visit)
-    return (found[0], f[found[0]]) if found else (None, None)
-
-
 def file_format(f):
     if "cxi_version" in f or CXI in f:
         return "cxi"
@@ -301,7 +280,7 @@ def science(f, coffset=None):
 
 # -- the action --------------------------------------------------------------------------
 
-def _optional_url(args, key):
+def _optionalurl(args, key):
     v = args.get(key)
     if v is None:
         return None
@@ -311,7 +290,7 @@ def _optional_url(args, key):
 
 
 def parse_args(args):
-    read = _optional_url(args, "read")
+    read = _optionalurl(args, "read")
     if read is None:
         raise FunctionError("'read' (the URL of the HDF5/CXI file) is required")
     root = args.get("path", "/")
@@ -324,7 +303,7 @@ def parse_args(args):
     limit = args.get("max_objects", 20000)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise FunctionError(f"'max_objects' must be an integer >= 1, got {limit!r}")
-    return read, _optional_url(args, "write"), "/" + root.strip().strip("/"), coffset, limit
+    return read, _optionalurl(args, "write"), "/" + root.strip().strip("/"), coffset, limit
 
 
 def extract(args):
@@ -364,41 +343,11 @@ def extract(args):
     return res
 
 
-def one(args):
-    try:
-        return extract(args)
-    except FunctionError as e:
-        return {"error": str(e)}
-    except Exception as e:  # a bug or an unforeseen file: one clear line, the trace in the logs
-        traceback.print_exc(file=sys.stderr)
-        return {"error": f"metadata-extract failed unexpectedly: {type(e).__name__}: {e}"}
+def without_metadata(res):
+    """The documents go to storage: a batch's answer stays small."""
+    return {k: v for k, v in res.items() if k != "metadata"}
 
 
 def main(args):
-    messages = args.get("messages")
-    if not isinstance(messages, list):
-        return one(args)
-    # A Kafka feed batch: one document per task; the action's default parameters apply to each.
-    defaults = {k: v for k, v in args.items() if k != "messages"}
-    results = []
-    for m in messages:
-        value = m.get("value") if isinstance(m, dict) else None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                value = None
-        if not isinstance(value, dict):
-            results.append({"error": "message value is not a task object"})
-            continue
-        res = one({**defaults, **value})
-        res.pop("metadata", None)  # documents go to storage; the batch result stays small
-        if isinstance(value.get("task_id"), str):
-            res["task_id"] = value["task_id"]
-        results.append(res)
-    failed = [r for r in results if "error" in r]
-    out = {"results": results, "count": len(results), "failed": len(failed)}
-    if failed:
-        out = {"error": failed[0]["error"] if len(failed) == 1 else
-               f"{len(failed)} of {len(results)} extractions failed", **out}
-    return out
+    # One task, or a Kafka feed batch (one document per task).
+    return handle(args, extract, "metadata-extract", "extractions", brief=without_metadata)
