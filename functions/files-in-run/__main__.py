@@ -104,15 +104,10 @@ def parse_args(args):
 
 # -- listing -------------------------------------------------------------------------------
 
-def _with_query(base, path):
-    """A URL for `path` on the same door, carrying the listing URL's query (its macaroon)."""
+def _at(base, path, query=False):
+    """A URL for `path` on the same door: bare, or with the listing URL's query (its macaroon)."""
     p = urllib.parse.urlsplit(base)
-    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), p.query, ""))
-
-
-def _bare(base, path):
-    p = urllib.parse.urlsplit(base)
-    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), "", ""))
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), p.query if query else "", ""))
 
 
 def propfind(http_, url):
@@ -165,7 +160,7 @@ def walk(http_, url, depth):
                 if seen > MAX_DIRECTORIES:
                     raise FunctionError(f"more than {MAX_DIRECTORIES} directories under {redact(url)}: "
                                         "use a smaller depth")
-                todo.append((path, propfind(http_, _with_query(url, path + "/")), level + 1))
+                todo.append((path, propfind(http_, _at(url, path + "/", query=True)), level + 1))
     return top, files
 
 
@@ -239,14 +234,14 @@ def list_run(args):
             chosen = chosen[:o["limit"]]
         out = []
         for f in chosen:
-            link = _bare(o["url"], f["path"])
+            link = _at(o["url"], f["path"])
             if o["macaroons"]:
                 link = authorise(http_, link, o["url"], o["activity"], o["lifetime"])
             out.append({"name": f["name"], "path": f["path"], "relative": f["relative"], "size": f["size"],
                         "modified": f["mtime"].isoformat().replace("+00:00", "Z") if f["mtime"] else None,
                         "url": link})
         res = {"files": out, "count": len(out), "total": total, "truncated": len(out) < total,
-               "directory": _bare(o["url"], top.rstrip("/") + "/"),
+               "directory": _at(o["url"], top.rstrip("/") + "/"),
                "authorised": {"activity": o["activity"], "lifetime": o["lifetime"]} if o["macaroons"] else None}
         if o["write"]:
             put(http_, o["write"], json.dumps(res, indent=1).encode(), "application/json")
