@@ -274,7 +274,8 @@ def science(f, coffset=None):
     pulse, _, _ = first_number(f, [f"{SRC}/pulse_width"])
     if pulse is not None:
         s["pulse_width_s"] = pulse
-    return {k: (jsonable(v) if isinstance(v, float) else v) for k, v in s.items()}
+    # A value out of float's range (an energy in J too big for eV) is not a value: null, not "Infinity".
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
 
 
 # -- the action --------------------------------------------------------------------------
