@@ -26,7 +26,6 @@ import numpy as np
 
 from panfaas.samples import CSPAD_SHAPE, frame, write_cheetah, write_cxi
 
-J_PER_EV = 1.602176634e-19
 # The two small CXI samples kept beside the repository (tests skip what needs them when absent).
 SHARED_CXI = Path(os.environ.get("PANFAAS_SHARED_CXI", "/work/shared/data/cxi"))
 

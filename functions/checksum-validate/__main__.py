@@ -10,16 +10,14 @@ values given as `expected`. README.md lists the arguments.
 import base64
 import binascii
 import hashlib
-import http.client
 import json
 import re
 import time
 import zlib
 
-from storagehttp import FunctionError, Http, check, put, reason, redact
+from storagehttp import FunctionError, Http, check, put, redact
 from taskrun import flag_arg, handle, url_arg
 
-CHUNK = 1 << 20
 ALGORITHMS = ("adler32", "md5", "sha256")
 # RFC 3230 digest-algorithm tokens (case-insensitive) -> our names.
 TOKENS = {"adler32": "adler32", "md5": "md5", "sha-256": "sha256", "sha256": "sha256"}
@@ -124,22 +122,7 @@ def stream(http_, url, sums, algorithms):
     """GET the file with Want-Digest; feed every byte to `sums`. (size, storage Digest header)."""
     resp = http_.request("GET", url, {"Want-Digest": want_digest(algorithms)})
     check(http_, resp, url, ok=(200,))
-    header = resp.getheader("Digest")
-    declared = resp.getheader("Content-Length")
-    size = 0
-    try:
-        while True:
-            data = resp.read(CHUNK)
-            if not data:
-                break
-            sums.update(data)
-            size += len(data)
-    except (http.client.HTTPException, OSError) as e:
-        http_.close()
-        raise FunctionError(f"transfer of {redact(url)} broke off after {size} bytes: {reason(e)}") from None
-    if declared is not None and declared.isdigit() and int(declared) != size:
-        raise FunctionError(f"transfer of {redact(url)} broke off: {size} of {declared} bytes")
-    return size, header
+    return http_.stream(resp, url, sums.update), resp.getheader("Digest")
 
 
 def storage_digest(http_, url, algorithms):

@@ -19,7 +19,7 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 
 from storagehttp import FunctionError, Http, check, put, redact
-from taskrun import flag_arg, handle
+from taskrun import flag_arg, handle, url_arg
 
 DAV = "{DAV:}"
 PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
@@ -69,15 +69,8 @@ def _patterns(args, key):
 
 
 def parse_args(args):
-    url = args.get("url")
-    if not isinstance(url, str) or not url.strip():
-        raise FunctionError("'url' (the URL of the run directory) is required")
-    if urllib.parse.urlsplit(url.strip()).scheme not in ("http", "https"):
-        raise FunctionError(f"'url' must be an http(s) URL, got {redact(url)!r}")
-    write = args.get("write")
-    if write is not None and (not isinstance(write, str) or
-                              urllib.parse.urlsplit(write).scheme not in ("http", "https")):
-        raise FunctionError(f"'write' must be an http(s) URL, got {redact(write)!r}")
+    url = url_arg(args, "url", "the URL of the run directory")
+    write = url_arg(args, "write", "the URL to PUT the listing to", required=False)
     regex = args.get("regex")
     if regex is not None:
         try:
@@ -102,7 +95,7 @@ def parse_args(args):
     lifetime = args.get("lifetime", "PT1H")
     if not isinstance(lifetime, str) or not DURATION.fullmatch(lifetime):
         raise FunctionError(f"'lifetime' must be an ISO 8601 duration such as PT15M or P1D, got {lifetime!r}")
-    return {"url": url.strip(), "write": write, "glob": _patterns(args, "glob"), "regex": regex,
+    return {"url": url, "write": write, "glob": _patterns(args, "glob"), "regex": regex,
             "exclude": _patterns(args, "exclude"), "min_size": min_size, "max_size": max_size,
             "after": after, "before": before, "depth": depth, "limit": _int(args, "limit", None, 1),
             "sort": sort, "macaroons": flag_arg(args, "macaroons", False), "activity": ",".join(acts),
@@ -111,15 +104,10 @@ def parse_args(args):
 
 # -- listing -------------------------------------------------------------------------------
 
-def _with_query(base, path):
-    """A URL for `path` on the same door, carrying the listing URL's query (its macaroon)."""
+def _at(base, path, query=False):
+    """A URL for `path` on the same door: bare, or with the listing URL's query (its macaroon)."""
     p = urllib.parse.urlsplit(base)
-    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), p.query, ""))
-
-
-def _bare(base, path):
-    p = urllib.parse.urlsplit(base)
-    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), "", ""))
+    return urllib.parse.urlunsplit((p.scheme, p.netloc, urllib.parse.quote(path), p.query if query else "", ""))
 
 
 def propfind(http_, url):
@@ -172,7 +160,7 @@ def walk(http_, url, depth):
                 if seen > MAX_DIRECTORIES:
                     raise FunctionError(f"more than {MAX_DIRECTORIES} directories under {redact(url)}: "
                                         "use a smaller depth")
-                todo.append((path, propfind(http_, _with_query(url, path + "/")), level + 1))
+                todo.append((path, propfind(http_, _at(url, path + "/", query=True)), level + 1))
     return top, files
 
 
@@ -246,14 +234,14 @@ def list_run(args):
             chosen = chosen[:o["limit"]]
         out = []
         for f in chosen:
-            link = _bare(o["url"], f["path"])
+            link = _at(o["url"], f["path"])
             if o["macaroons"]:
                 link = authorise(http_, link, o["url"], o["activity"], o["lifetime"])
             out.append({"name": f["name"], "path": f["path"], "relative": f["relative"], "size": f["size"],
                         "modified": f["mtime"].isoformat().replace("+00:00", "Z") if f["mtime"] else None,
                         "url": link})
         res = {"files": out, "count": len(out), "total": total, "truncated": len(out) < total,
-               "directory": _bare(o["url"], top.rstrip("/") + "/"),
+               "directory": _at(o["url"], top.rstrip("/") + "/"),
                "authorised": {"activity": o["activity"], "lifetime": o["lifetime"]} if o["macaroons"] else None}
         if o["write"]:
             put(http_, o["write"], json.dumps(res, indent=1).encode(), "application/json")

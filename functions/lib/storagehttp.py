@@ -92,6 +92,22 @@ class Http:
             self._drop(*urllib.parse.urlsplit(url)[:2])
             raise FunctionError(f"transfer from {redact(url)} broke off: {reason(e)}") from None
 
+    def stream(self, resp, url, sink, chunk=1 << 20):
+        """Feed the body to `sink(bytes)` a `chunk` at a time, never holding it whole; its size.
+        A transfer that breaks off, or ends short of its Content-Length, is a clear error."""
+        size = 0
+        try:
+            while data := resp.read(chunk):
+                sink(data)
+                size += len(data)
+        except (http.client.HTTPException, OSError) as e:
+            self.close()
+            raise FunctionError(f"transfer of {redact(url)} broke off after {size} bytes: {reason(e)}") from None
+        declared = resp.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) != size:
+            raise FunctionError(f"transfer of {redact(url)} broke off: {size} of {declared} bytes")
+        return size
+
 
 def check(http_, resp, url, ok=(200, 201, 204, 206, 207)):
     """Raise a clear FunctionError for an error answer (the body is read either way)."""

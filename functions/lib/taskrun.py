@@ -81,7 +81,9 @@ def url_arg(args, key, what, required=True):
     if v is None and not required:
         return None
     if not isinstance(v, str) or not v.strip():
-        raise FunctionError(f"'{key}' ({what}) is required")
+        if required:
+            raise FunctionError(f"'{key}' ({what}) is required")
+        raise FunctionError(f"'{key}' ({what}) must be an http(s) URL, got {v!r}")
     v = v.strip()
     if urllib.parse.urlsplit(v).scheme not in ("http", "https"):
         raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")

@@ -15,14 +15,13 @@ import datetime as dt
 import json
 import math
 import time
-import urllib.parse
 
 import h5py
 import numpy as np
 
 from remotehdf5 import RemoteFile, find_image, open_hdf5
 from storagehttp import FunctionError, Http, put, redact
-from taskrun import handle
+from taskrun import handle, url_arg
 
 J_PER_EV = 1.602176634e-19
 HC_J_M = 6.62607015e-34 * 299792458.0       # Planck constant × speed of light
@@ -275,24 +274,14 @@ def science(f, coffset=None):
     pulse, _, _ = first_number(f, [f"{SRC}/pulse_width"])
     if pulse is not None:
         s["pulse_width_s"] = pulse
-    return {k: (jsonable(v) if isinstance(v, float) else v) for k, v in s.items()}
+    # A value out of float's range (an energy in J too big for eV) is not a value: null, not "Infinity".
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
 
 
 # -- the action --------------------------------------------------------------------------
 
-def _optionalurl(args, key):
-    v = args.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str) or urllib.parse.urlsplit(v.strip()).scheme not in ("http", "https"):
-        raise FunctionError(f"'{key}' must be an http(s) URL, got {redact(v)!r}")
-    return v.strip()
-
-
 def parse_args(args):
-    read = _optionalurl(args, "read")
-    if read is None:
-        raise FunctionError("'read' (the URL of the HDF5/CXI file) is required")
+    read = url_arg(args, "read", "the URL of the HDF5/CXI file")
     root = args.get("path", "/")
     if not isinstance(root, str) or not root.strip():
         raise FunctionError(f"'path' must be an HDF5 path such as /entry_1, got {root!r}")
@@ -303,7 +292,8 @@ def parse_args(args):
     limit = args.get("max_objects", 20000)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise FunctionError(f"'max_objects' must be an integer >= 1, got {limit!r}")
-    return read, _optionalurl(args, "write"), "/" + root.strip().strip("/"), coffset, limit
+    write = url_arg(args, "write", "the URL to PUT the JSON document to", required=False)
+    return read, write, "/" + root.strip().strip("/"), coffset, limit
 
 
 def extract(args):

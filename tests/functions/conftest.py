@@ -150,13 +150,19 @@ class CountingServer:
                     self.send_header("Digest", server.digest if isinstance(server.digest, str)
                                      else rfc3230_digest(data, want))
 
-            def do_HEAD(self):
-                server.requests.append(("HEAD", self.path, None))
+            def _existing(self, method, header=None):
+                """The file asked for, after recording the request; None when already answered
+                (a redirect, or 404 for a file that is not there)."""
+                server.requests.append((method, self.path, header))
                 f = self._file()
-                if f is None:
-                    return
-                if not f.is_file():
+                if f is not None and not f.is_file():
                     self.send_error(404)
+                    return None
+                return f
+
+            def do_HEAD(self):
+                f = self._existing("HEAD")
+                if f is None:
                     return
                 self.send_response(200)
                 self._digest(f.read_bytes())
@@ -164,12 +170,8 @@ class CountingServer:
                 self.end_headers()
 
             def do_GET(self):
-                server.requests.append(("GET", self.path, self.headers.get("Range")))
-                f = self._file()
+                f = self._existing("GET", self.headers.get("Range"))
                 if f is None:
-                    return
-                if not f.is_file():
-                    self.send_error(404)
                     return
                 data = f.read_bytes()
                 if self.path.startswith("/short/"):

@@ -157,6 +157,15 @@ def test_machine_time_start_and_a_subtree_without_write(door, fn, tmp_path):
     assert res["truncated"] is True and sum(res["counts"][k] for k in ("groups", "datasets", "links")) == 2
 
 
+def test_a_science_value_out_of_range_is_null(served, fn, tmp_path):
+    with h5py.File(tmp_path / "huge.cxi", "w") as h:
+        h["entry_1/instrument_1/source_1/energy"] = 1e300                # J: beyond any float in eV
+    srv = served()
+    res = fn("metadata-extract").main({"read": srv.url("huge.cxi")})
+    assert "error" not in res, res
+    assert res["science"]["photon_energy_eV"] is None and res["science"]["wavelength_A"] is None
+
+
 def test_kafka_batch(door, data, fn):
     d = door.unique_dir("meta-batch")
     good = door.put(f"{d}/a.h5", data.path("cheetah"))
