@@ -39,10 +39,11 @@ log = logging.getLogger("panfaas.storage.door")
 BLOCK = 1 << 20
 RECV_BUFFER = 4 << 20     # uploads are written to disk in pieces of this size
 SPLICE_FROM = 1 << 20     # uploads bigger than this move socket -> file by splice(2)
-REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-           412: "Precondition Failed", 413: "Payload Too Large", 416: "Range Not Satisfiable",
-           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 303: "See Other", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 412: "Precondition Failed", 413: "Payload Too Large",
+           416: "Range Not Satisfiable", 429: "Too Many Requests", 500: "Internal Server Error",
+           501: "Not Implemented", 503: "Service Unavailable"}
 NOT_SUPPORTED = ("COPY", "LOCK", "UNLOCK")
 WWW_AUTH = [("WWW-Authenticate", 'Basic realm="panfaas"')]
 
