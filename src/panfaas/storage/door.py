@@ -138,7 +138,7 @@ class Door:
         if method == "PUT":
             return self.put(environ, start_response, ident, path, ns_path, st)
         if method in ("GET", "HEAD") and st is not None and not is_dir:
-            return self.get(environ, start_response, ident, ns_path, fs, method)
+            return self.get(environ, start_response, ident, ns_path, fs, st, method)
         return self.dav(environ, start_response)
 
     # -- authorisation ----------------------------------------------------
@@ -289,9 +289,10 @@ class Door:
         if remaining:
             raise Refused(400, f"client sent {length - remaining} of {length} bytes")
 
-    def get(self, environ, start_response, ident: Identity, ns_path: str, fs: str, method: str):
-        """GET/HEAD of a file: conditional requests, one Range, Digest; the body by sendfile."""
-        st = os.stat(fs)
+    def get(self, environ, start_response, ident: Identity, ns_path: str, fs: str, st: os.stat_result,
+            method: str):
+        """GET/HEAD of a file (`st`: handle()'s stat of it): conditional requests, one Range,
+        Digest; the body by sendfile."""
         size, mtime = st.st_size, int(st.st_mtime)
         etag = dav_util.get_file_etag(fs)      # the getetag wsgidav reports in PROPFIND
         headers = [("Content-Type", mimetypes.guess_type(fs)[0] or "application/octet-stream"),
@@ -324,7 +325,7 @@ class Door:
         if method == "HEAD":
             start_response(status, headers)
             return [b""]
-        download = self.ns.download(ident, ns_path, fs, expected=count,
+        download = self.ns.download(ident, ns_path, size=size, expected=count,
                                     client_port=int(environ.get("REMOTE_PORT") or 0))
 
         def finished(sent: int) -> None:
