@@ -391,24 +391,21 @@ def _receive_direct(inp, rfile, upload, length: int, sock=None) -> None:
         remaining -= len(chunk)
     if remaining >= SPLICE_FROM and sock is not None and _can_splice(sock):
         remaining -= upload.splice_from(sock, remaining)
-        inp.remaining = remaining
-        if remaining:
-            raise Refused(400, f"client sent {length - remaining} of {length} bytes")
-        return
-    buf = memoryview(bytearray(min(RECV_BUFFER, remaining) or 1))
-    raw = rfile.raw
-    while remaining:
-        fill, want = 0, min(len(buf), remaining)
-        while fill < want:
-            n = raw.readinto(buf[fill:want])
-            if not n:
+    else:
+        buf = memoryview(bytearray(min(RECV_BUFFER, remaining) or 1))
+        raw = rfile.raw
+        while remaining:
+            fill, want = 0, min(len(buf), remaining)
+            while fill < want:
+                n = raw.readinto(buf[fill:want])
+                if not n:
+                    break
+                fill += n
+            if fill:
+                upload.write(buf[:fill])
+                remaining -= fill
+            if fill < want:
                 break
-            fill += n
-        if fill:
-            upload.write(buf[:fill])
-            remaining -= fill
-        if fill < want:
-            break
     inp.remaining = remaining          # cheroot's bookkeeping: the body has been consumed
     if remaining:
         raise Refused(400, f"client sent {length - remaining} of {length} bytes")
