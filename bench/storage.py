@@ -45,6 +45,8 @@ from pathlib import Path
 
 import requests
 
+from panfaas import kafka
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -232,16 +234,14 @@ def latency(storage, broker, uploads: int, size: int, **consumer_opts) -> dict:
 
 
 def raw_latency(broker, count: int, **consumer_opts) -> dict:
-    """The same consumer, fed by a bare producer: what the broker and consumer alone cost."""
-    from aiokafka import AIOKafkaProducer
-
-    from panfaas.kafka import ensure_topics
+    """The same consumer, fed by a bare producer with the door's settings: what the broker and
+    consumer alone cost."""
     topic = f"raw-{uuid.uuid4().hex[:6]}"
-    asyncio.run(ensure_topics(broker.bootstrap, [topic]))
+    asyncio.run(kafka.ensure_topics(broker.bootstrap, [topic]))
     follower = Follower(broker.bootstrap, topic, **consumer_opts)
 
     async def produce():
-        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=1)
+        p = kafka.producer(broker.bootstrap)
         await p.start()
         try:
             for i in range(count):
@@ -273,8 +273,7 @@ def main() -> int:
     broker = start_broker(work)
     storage = None
     try:
-        from panfaas.kafka import ensure_topics
-        asyncio.run(ensure_topics(broker.bootstrap, ["billing"]))
+        asyncio.run(kafka.ensure_topics(broker.bootstrap, ["billing"]))
         storage = start_storage(work / "storage", broker.bootstrap, billing_topic="billing",
                                 frontend={"keepalive": 10})
         results: dict = {}

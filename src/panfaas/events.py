@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 from typing import Any
 
 import orjson
@@ -44,13 +43,12 @@ def billing_transfer(*, path: str, pnfsid: str, size: int, is_write: bool, clien
                      transfer_ms: int, cell: str = "pool1", domain: str = "aioDomain",
                      door: str = "WebDAV-aio", storage_info: str = "aio:disk@osm",
                      status: tuple[int, str] = (0, ""), protocol: str = "Http",
-                     local_endpoint: str | None = None, transfer_size: int | None = None,
-                     transfer_path: str | None = None) -> dict:
+                     local_endpoint: str | None = None, transfer_size: int | None = None) -> dict:
     """A pool `transfer` message (MoverInfoMessage), field for field.
 
     `size` is the file's size, `transfer_size` the bytes moved (less for a ranged
-    or interrupted download; defaults to `size`). `path` is the namespace path
-    (billingPath), `transfer_path` the one the client used (defaults to `path`)."""
+    or interrupted download; defaults to `size`). `path` is both billingPath and
+    transferPath (the door serves the namespace as is)."""
     moved = size if transfer_size is None else transfer_size
     seconds = max(transfer_ms, 1) / 1000.0
     msg: dict[str, Any] = {
@@ -74,7 +72,7 @@ def billing_transfer(*, path: str, pnfsid: str, size: int, is_write: bool, clien
         "protocolInfo": {"protocol": protocol, "versionMajor": 1, "versionMinor": 1,
                          "port": client_port, "host": client},
         "initiator": f"door:{door}@{domain}:{session.rsplit(':', 1)[-1]}",
-        "isP2p": False, "transferPath": transfer_path or path,
+        "isP2p": False, "transferPath": path,
     })
     return msg
 
@@ -168,20 +166,6 @@ class StorageEvent:
         if self.mask:
             out["mask"] = list(self.mask)
         return out
-
-
-_PRINCIPAL = re.compile(r"^(\w+)\[(.*)\]$")
-
-
-def principals(subject: Any) -> dict[str, list[str]]:
-    """`["UidPrincipal[1000]", "UserNamePrincipal[alice]"]` -> {"UidPrincipal": ["1000"], ...}."""
-    out: dict[str, list[str]] = {}
-    if isinstance(subject, list):
-        for item in subject:
-            m = _PRINCIPAL.match(item) if isinstance(item, str) else None
-            if m:
-                out.setdefault(m.group(1), []).append(m.group(2))
-    return out
 
 
 def _typed(msg: dict, key: str, kind: type | tuple, where: str = "") -> Any:

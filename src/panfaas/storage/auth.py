@@ -43,14 +43,11 @@ class Identity:
 
     def visible(self, ns_path: str) -> bool:
         """May this identity see `ns_path` at all (path caveats; ancestors stay visible)?"""
-        return self.grant.allows_path(ns_path) if self.grant else self.within_root(ns_path)
+        return self.grant.allows_path(ns_path) if self.grant else macaroons.is_within(ns_path, self.root)
 
     def within(self, ns_path: str) -> bool:
         """Is `ns_path` inside what this identity may act on (not just an ancestor of it)?"""
-        return self.grant.within_path(ns_path) if self.grant else self.within_root(ns_path)
-
-    def within_root(self, ns_path: str) -> bool:
-        return self.root == "/" or ns_path == self.root or ns_path.startswith(self.root + "/")
+        return self.grant.within_path(ns_path) if self.grant else macaroons.is_within(ns_path, self.root)
 
     def allows(self, activity: str) -> bool:
         return self.grant.allows(activity) if self.grant else True

@@ -11,6 +11,7 @@ the door's own (staged uploads, sendfile downloads); locking is off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +56,16 @@ def _dav_error(e: Refused) -> DAVError:
     return DAVError(e.status, str(e))
 
 
+@contextlib.contextmanager
+def _refusals_as_dav_errors():
+    """A namespace refusal as wsgidav's error: wsgidav answers any other exception from a
+    resource with 500."""
+    try:
+        yield
+    except Refused as e:
+        raise _dav_error(e) from None
+
+
 class AioFileResource(FileResource):
     def get_property_names(self, *, is_allprop):
         names = super().get_property_names(is_allprop=is_allprop)
@@ -73,15 +84,14 @@ class AioFileResource(FileResource):
             self.provider.ns.attrib(_ns_path(self), is_dir=False)
 
     def delete(self):
-        try:
+        with _refusals_as_dav_errors():
             self.provider.ns.remove_file(_identity(self.environ), _ns_path(self))
-        except Refused as e:
-            raise _dav_error(e) from None
         self.remove_all_properties(recursive=True)
 
     def move_recursive(self, dest_path):
-        self.provider.ns.rename(_ns_path(self), _ns_path(dest_path, self.environ), is_dir=False,
-                                do_rename=lambda: super(AioFileResource, self).move_recursive(dest_path))
+        with _refusals_as_dav_errors():
+            self.provider.ns.rename(_ns_path(self), _ns_path(dest_path, self.environ), is_dir=False,
+                                    do_rename=lambda: super(AioFileResource, self).move_recursive(dest_path))
 
     def begin_write(self, *, content_type=None):
         raise DAVError(HTTP_FORBIDDEN, "uploads go through the door")
@@ -97,18 +107,14 @@ class AioFolderResource(FolderResource):
         return True
 
     def delete(self):
-        try:
+        with _refusals_as_dav_errors():
             self.provider.ns.remove_tree(_identity(self.environ), _ns_path(self))
-        except Refused as e:
-            raise _dav_error(e) from None
         self.remove_all_properties(recursive=True)
         return []
 
     def create_collection(self, name):
-        try:
+        with _refusals_as_dav_errors():
             self.provider.ns.mkdir(_ns_path(util.join_uri(self.path, name), self.environ))
-        except Refused as e:
-            raise _dav_error(e) from None
 
     def create_empty_resource(self, name):
         raise DAVError(HTTP_FORBIDDEN, "uploads go through the door")
@@ -119,9 +125,9 @@ class AioFolderResource(FolderResource):
             self.provider.ns.attrib(_ns_path(self), is_dir=True)
 
     def move_recursive(self, dest_path):
-        src, dst = _ns_path(self), _ns_path(dest_path, self.environ)
-        self.provider.ns.rename(src, dst, is_dir=True,
-                                do_rename=lambda: super(AioFolderResource, self).move_recursive(dest_path))
+        with _refusals_as_dav_errors():
+            self.provider.ns.rename(_ns_path(self), _ns_path(dest_path, self.environ), is_dir=True,
+                                    do_rename=lambda: super(AioFolderResource, self).move_recursive(dest_path))
 
 
 class AioProvider(FilesystemProvider):
@@ -130,10 +136,8 @@ class AioProvider(FilesystemProvider):
         self.ns = ns
 
     def _loc_to_file_path(self, path: str, environ: dict = None):
-        try:
+        with _refusals_as_dav_errors():
             return self.ns.fs_path(_ns_path(path, environ))
-        except Refused as e:
-            raise _dav_error(e) from None
 
     def get_resource_inst(self, path: str, environ: dict):
         self._count_get_resource_inst += 1

@@ -39,10 +39,11 @@ log = logging.getLogger("panfaas.storage.door")
 BLOCK = 1 << 20
 RECV_BUFFER = 4 << 20     # uploads are written to disk in pieces of this size
 SPLICE_FROM = 1 << 20     # uploads bigger than this move socket -> file by splice(2)
-REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-           412: "Precondition Failed", 413: "Payload Too Large", 416: "Range Not Satisfiable",
-           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 303: "See Other", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 412: "Precondition Failed", 413: "Payload Too Large",
+           416: "Range Not Satisfiable", 429: "Too Many Requests", 500: "Internal Server Error",
+           501: "Not Implemented", 503: "Service Unavailable"}
 NOT_SUPPORTED = ("COPY", "LOCK", "UNLOCK")
 WWW_AUTH = [("WWW-Authenticate", 'Basic realm="panfaas"')]
 
@@ -137,7 +138,7 @@ class Door:
         if method == "PUT":
             return self.put(environ, start_response, ident, path, ns_path, st)
         if method in ("GET", "HEAD") and st is not None and not is_dir:
-            return self.get(environ, start_response, ident, ns_path, fs, method)
+            return self.get(environ, start_response, ident, ns_path, fs, st, method)
         return self.dav(environ, start_response)
 
     # -- authorisation ----------------------------------------------------
@@ -288,9 +289,10 @@ class Door:
         if remaining:
             raise Refused(400, f"client sent {length - remaining} of {length} bytes")
 
-    def get(self, environ, start_response, ident: Identity, ns_path: str, fs: str, method: str):
-        """GET/HEAD of a file: conditional requests, one Range, Digest; the body by sendfile."""
-        st = os.stat(fs)
+    def get(self, environ, start_response, ident: Identity, ns_path: str, fs: str, st: os.stat_result,
+            method: str):
+        """GET/HEAD of a file (`st`: handle()'s stat of it): conditional requests, one Range,
+        Digest; the body by sendfile."""
         size, mtime = st.st_size, int(st.st_mtime)
         etag = dav_util.get_file_etag(fs)      # the getetag wsgidav reports in PROPFIND
         headers = [("Content-Type", mimetypes.guess_type(fs)[0] or "application/octet-stream"),
@@ -323,7 +325,7 @@ class Door:
         if method == "HEAD":
             start_response(status, headers)
             return [b""]
-        download = self.ns.download(ident, ns_path, fs, expected=count,
+        download = self.ns.download(ident, ns_path, size=size, expected=count,
                                     client_port=int(environ.get("REMOTE_PORT") or 0))
 
         def finished(sent: int) -> None:
@@ -389,24 +391,21 @@ def _receive_direct(inp, rfile, upload, length: int, sock=None) -> None:
         remaining -= len(chunk)
     if remaining >= SPLICE_FROM and sock is not None and _can_splice(sock):
         remaining -= upload.splice_from(sock, remaining)
-        inp.remaining = remaining
-        if remaining:
-            raise Refused(400, f"client sent {length - remaining} of {length} bytes")
-        return
-    buf = memoryview(bytearray(min(RECV_BUFFER, remaining) or 1))
-    raw = rfile.raw
-    while remaining:
-        fill, want = 0, min(len(buf), remaining)
-        while fill < want:
-            n = raw.readinto(buf[fill:want])
-            if not n:
+    else:
+        buf = memoryview(bytearray(min(RECV_BUFFER, remaining) or 1))
+        raw = rfile.raw
+        while remaining:
+            fill, want = 0, min(len(buf), remaining)
+            while fill < want:
+                n = raw.readinto(buf[fill:want])
+                if not n:
+                    break
+                fill += n
+            if fill:
+                upload.write(buf[:fill])
+                remaining -= fill
+            if fill < want:
                 break
-            fill += n
-        if fill:
-            upload.write(buf[:fill])
-            remaining -= fill
-        if fill < want:
-            break
     inp.remaining = remaining          # cheroot's bookkeeping: the body has been consumed
     if remaining:
         raise Refused(400, f"client sent {length - remaining} of {length} bytes")

@@ -70,13 +70,12 @@ class Fail(Exception):
 def _respond(start_response, status: int, body=None, headers=()) -> list[bytes]:
     data = b"" if body is None else json.dumps(body).encode()
     hdrs = [("Content-Length", str(len(data)))] + ([("Content-Type", "application/json")] if body is not None else [])
-    start_response(f"{status} {REASONS.get(status, {303: 'See Other', 429: 'Too Many Requests'}.get(status, ''))}",
-                   hdrs + list(headers))
+    start_response(f"{status} {REASONS.get(status, '')}".strip(), hdrs + list(headers))
     return [data]
 
 
 def _error_body(status: int, message: str) -> dict:
-    reason = REASONS.get(status, "Too Many Requests" if status == 429 else "")
+    reason = REASONS.get(status, "")
     shown = message if status in (400, 429) else reason
     return {"errors": [{"message": shown, "status": str(status)}], "error": message}
 

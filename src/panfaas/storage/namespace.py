@@ -193,9 +193,9 @@ class Namespace:
     def upload(self, ident: Identity, ns_path: str, **kw) -> Upload:
         return Upload(self, ident, ns_path, **kw)
 
-    def download(self, ident: Identity, ns_path: str, fs_path: str, *, expected: int,
+    def download(self, ident: Identity, ns_path: str, *, size: int, expected: int,
                  client_port: int) -> Download:
-        return Download(self, ident, ns_path, fs_path, expected=expected, client_port=client_port)
+        return Download(self, ident, ns_path, size=size, expected=expected, client_port=client_port)
 
 
 class TrailingSum(threading.Thread):
@@ -400,20 +400,19 @@ class Upload:
 
 
 class Download:
-    """One GET: counts what is sent, bills it (and closes it in inotify terms) at the end."""
+    """One GET: counts what is sent, bills it (and closes it in inotify terms) at the end.
 
-    def __init__(self, ns: Namespace, ident: Identity, ns_path: str, fs_path: str, *,
+    `size` is the file's, `expected` the bytes the response carries (less for a Range)."""
+
+    def __init__(self, ns: Namespace, ident: Identity, ns_path: str, *, size: int,
                  expected: int, client_port: int):
         self.ns, self.ident, self.path = ns, ident, ns_path
+        self.size = size
         self.expected = expected
         self.client_port = client_port
         self.sent = 0
         self.started = time.monotonic()
         self._last_access = 0.0
-        try:
-            self.size = os.stat(fs_path).st_size
-        except OSError:
-            self.size = 0
         self.ids = ns._ids(ns_path)
         ns.file_event(ns_path, "IN_OPEN", ids=self.ids)
 

@@ -105,10 +105,6 @@ class Hub:
         """Any watch at all? (lets the door skip event bookkeeping when nobody listens)"""
         return self._count > 0
 
-    def find(self, pnfsid: str, channel_key: Callable[[Watch], bool]) -> Watch | None:
-        with self._lock:
-            return next((w for w in self._by_pnfsid.get(pnfsid, ()) if channel_key(w)), None)
-
     def add(self, watch: Watch) -> None:
         with self._lock:
             self._by_pnfsid.setdefault(watch.pnfsid, []).append(watch)

@@ -15,6 +15,7 @@ Semantics follow dCache's Channel.java; see reference §2.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import secrets
 import threading
@@ -120,7 +121,9 @@ class Channel:
                         if cursor < first:      # a slow reader fell out of the ring
                             out.append(frame("SYSTEM", _json({"type": "EVENT_LOSS"})))
                             cursor = first
-                        ring = list(self.ring)[cursor - first:] if cursor < self.next_id else []
+                        # What is new is the ring's tail (its ids run up to next_id - 1): take
+                        # only that, not a copy of the whole backlog at every wake-up.
+                        ring = list(itertools.islice(reversed(self.ring), self.next_id - cursor))[::-1]
                         cursor = self.next_id
                         mine = [(after, d) for g, after, d in self.system if g == gen]
                         if mine:
@@ -213,13 +216,13 @@ class Registry:
             return [c.url for c in self._channels.values() if c.owner == owner
                     and (not filtered or c.client_id == client_id)]
 
-    def delete(self, ch: Channel, *, shutdown: bool = False) -> None:
+    def delete(self, ch: Channel) -> None:
         with self._lock:
             self._channels.pop(ch.id, None)
         for w in list(ch.subscriptions.values()):
             self.hub.remove(w, ignored=False)
         ch.subscriptions.clear()
-        ch.close(shutdown=shutdown)
+        ch.close()
 
     def expire(self) -> None:
         now = time.monotonic()
