@@ -113,6 +113,11 @@ def _load_yaml(path: Path) -> Any:
     return data
 
 
+def is_template_type(type_name: Any) -> bool:
+    """Whether a resource type names a template file (a nested stack), not a plugin."""
+    return isinstance(type_name, str) and type_name.endswith(TEMPLATE_SUFFIXES) and "::" not in type_name
+
+
 @dataclass
 class Template:
     """A parsed template: what other templates need to know about it."""
@@ -365,7 +370,7 @@ class _TemplateCheck:
         if not isinstance(type_name, str):
             self.error(f"{where}.type", "must be a string")
             return None
-        if type_name.endswith(TEMPLATE_SUFFIXES) and "::" not in type_name:
+        if is_template_type(type_name):
             rt = self.v.nested_type(self.path, type_name)
             if rt is None:
                 self.error(f"{where}.type", f"nested template '{type_name}' does not exist")
@@ -774,9 +779,7 @@ def validate_tree(root: Path, env_dir: Path | None = None) -> list[Problem]:
         v.error(root, "", "no templates (*.yaml) here")
     for p in paths:
         v.check_template(p)
-    parsed = [t for t in (v.template(p) for p in paths) if t is not None]
-    nested = {rt.nested.path for t in parsed for rt in _nested_uses(v, t)}
-    stacks = [t for t in parsed if t.path not in nested]
+    parsed, stacks = _parsed_and_stacks(v, paths)
     env_dir = Path(env_dir) if env_dir is not None else root / "env"
     if env_dir.is_dir():
         for env in sorted(p for p in env_dir.iterdir() if p.suffix in (".yaml", ".yml")):
@@ -784,18 +787,22 @@ def validate_tree(root: Path, env_dir: Path | None = None) -> list[Problem]:
     return sorted(set(v.problems))
 
 
-def _nested_uses(v: Validator, t: Template):
-    for spec in (t.data.get("resources") or {}).values():
-        type_name = spec.get("type") if isinstance(spec, dict) else None
-        if isinstance(type_name, str) and type_name.endswith(TEMPLATE_SUFFIXES) and "::" not in type_name:
-            rt = v.nested_type(t.path, type_name)
-            if rt is not None and rt.nested is not None:
-                yield rt
+def _parsed_and_stacks(v: Validator, paths: list[Path]) -> tuple[list[Template], list[Template]]:
+    """The templates that parse, and those of them that are stacks (not only used as a nested
+    resource type by another)."""
+    parsed = [t for t in (v.template(p) for p in paths) if t is not None]
+    nested = set()
+    for t in parsed:
+        for spec in (t.data.get("resources") or {}).values():
+            type_name = spec.get("type") if isinstance(spec, dict) else None
+            if is_template_type(type_name):
+                rt = v.nested_type(t.path, type_name)
+                if rt is not None and rt.nested is not None:
+                    nested.add(rt.nested.path)
+    return parsed, [t for t in parsed if t.path not in nested]
 
 
 def stack_templates(root: Path) -> list[Path]:
     """The templates of `root` that are stacks (not only used as a nested resource type)."""
-    v = Validator(Path(root))
-    parsed = [t for t in (v.template(p) for p in templates_in(Path(root))) if t is not None]
-    nested = {rt.nested.path for t in parsed for rt in _nested_uses(v, t)}
-    return [t.path for t in parsed if t.path not in nested]
+    root = Path(root)
+    return [t.path for t in _parsed_and_stacks(Validator(root), templates_in(root))[1]]
