@@ -108,9 +108,9 @@ def _suggest(word: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _load_yaml(path: Path) -> Any:
-    data = yaml.safe_load(path.read_text())
-    return data
+def is_template_type(type_name: Any) -> bool:
+    """Whether a resource type names a template file (a nested stack), not a plugin."""
+    return isinstance(type_name, str) and type_name.endswith(TEMPLATE_SUFFIXES) and "::" not in type_name
 
 
 @dataclass
@@ -122,12 +122,15 @@ class Template:
     outputs: dict[str, dict] = field(default_factory=dict)
 
 
+@dataclass
 class _ResourceType:
     """What a resource type offers: property schemas and attribute names (a Heat plugin or a
     nested template)."""
-
-    def __init__(self, name: str, properties: dict, attributes: dict[str, str], nested: Template | None = None):
-        self.name, self.properties, self.attributes, self.nested = name, properties, attributes, nested
+    name: str
+    properties: dict
+    attributes: dict[str, str]
+    nested: Template | None = None
+    hidden_attributes: frozenset[str] = frozenset()
 
 
 class Validator:
@@ -154,7 +157,7 @@ class Validator:
             return self._templates[path]
         self._templates[path] = None
         try:
-            data = _load_yaml(path)
+            data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:
             self.error(path, "", f"cannot read the template: {e}")
             return None
@@ -365,7 +368,7 @@ class _TemplateCheck:
         if not isinstance(type_name, str):
             self.error(f"{where}.type", "must be a string")
             return None
-        if type_name.endswith(TEMPLATE_SUFFIXES) and "::" not in type_name:
+        if is_template_type(type_name):
             rt = self.v.nested_type(self.path, type_name)
             if rt is None:
                 self.error(f"{where}.type", f"nested template '{type_name}' does not exist")
@@ -382,10 +385,8 @@ class _TemplateCheck:
         attrs = {a: SCHEMA_TYPES.get(s.type, "any") if s.type else "any" for a, s in cls.attributes_schema.items()
                  if s.support_status.status != "HIDDEN"}
         attrs["show"] = "map"
-        hidden = {a for a, s in cls.attributes_schema.items() if s.support_status.status == "HIDDEN"}
-        rt = _ResourceType(type_name, dict(cls.properties_schema), attrs)
-        rt.hidden_attributes = hidden  # type: ignore[attr-defined]
-        return rt
+        hidden = frozenset(a for a, s in cls.attributes_schema.items() if s.support_status.status == "HIDDEN")
+        return _ResourceType(type_name, dict(cls.properties_schema), attrs, hidden_attributes=hidden)
 
     def check_resource(self, name: str, spec: Any) -> None:
         h = heat()
@@ -611,7 +612,7 @@ class _TemplateCheck:
         rt = self.types.get(res)
         if rt is None:
             return "any"
-        if attr in getattr(rt, "hidden_attributes", ()):
+        if attr in rt.hidden_attributes:
             self.error(where, f"get_attr: attribute '{attr}' of {rt.name} is hidden (removed)")
             return "any"
         if attr not in rt.attributes:
@@ -688,10 +689,9 @@ class _TemplateCheck:
 
 
 def _required(schema: Any) -> bool:
-    if hasattr(schema, "required") and not callable(schema.required):
-        return bool(schema.required) and getattr(schema, "default", None) is None
-    # a nested template's parameter: required when it has no default
-    return getattr(schema, "default", None) is None
+    """Heat's properties.Schema and a nested template's parameter schema both say `required`
+    (for a parameter: it has no default)."""
+    return bool(schema.required) and schema.default is None
 
 
 def _schema_raw_type(schema: Any) -> str:
@@ -700,15 +700,10 @@ def _schema_raw_type(schema: Any) -> str:
 
 
 def _schema_type(schema: Any) -> str:
-    """Our value type for a property schema or a nested template's parameter schema."""
+    """Our value type for a property schema (String, Integer, ...) or a nested template's
+    parameter schema (HOT's string, comma_delimited_list, ...)."""
     t = _schema_raw_type(schema)
-    if t in SCHEMA_TYPES:
-        return SCHEMA_TYPES[t]
-    # HOT parameter schemas (nested templates): Heat's TemplateResource maps json to Map
-    # (or List) and comma_delimited_list to List.
-    return {"String": "string", "Number": "number", "Boolean": "boolean", "CommaDelimitedList": "list",
-            "Json": "any", "string": "string", "number": "number", "boolean": "boolean",
-            "comma_delimited_list": "list", "json": "any"}.get(t, "any")
+    return SCHEMA_TYPES.get(t) or PARAM_TYPES.get(t, "any")
 
 
 def _sub_schema(schema: Any) -> dict | None:
@@ -774,9 +769,7 @@ def validate_tree(root: Path, env_dir: Path | None = None) -> list[Problem]:
         v.error(root, "", "no templates (*.yaml) here")
     for p in paths:
         v.check_template(p)
-    parsed = [t for t in (v.template(p) for p in paths) if t is not None]
-    nested = {rt.nested.path for t in parsed for rt in _nested_uses(v, t)}
-    stacks = [t for t in parsed if t.path not in nested]
+    parsed, stacks = _parsed_and_stacks(v, paths)
     env_dir = Path(env_dir) if env_dir is not None else root / "env"
     if env_dir.is_dir():
         for env in sorted(p for p in env_dir.iterdir() if p.suffix in (".yaml", ".yml")):
@@ -784,18 +777,22 @@ def validate_tree(root: Path, env_dir: Path | None = None) -> list[Problem]:
     return sorted(set(v.problems))
 
 
-def _nested_uses(v: Validator, t: Template):
-    for spec in (t.data.get("resources") or {}).values():
-        type_name = spec.get("type") if isinstance(spec, dict) else None
-        if isinstance(type_name, str) and type_name.endswith(TEMPLATE_SUFFIXES) and "::" not in type_name:
-            rt = v.nested_type(t.path, type_name)
-            if rt is not None and rt.nested is not None:
-                yield rt
+def _parsed_and_stacks(v: Validator, paths: list[Path]) -> tuple[list[Template], list[Template]]:
+    """The templates that parse, and those of them that are stacks (not only used as a nested
+    resource type by another)."""
+    parsed = [t for t in (v.template(p) for p in paths) if t is not None]
+    nested = set()
+    for t in parsed:
+        for spec in (t.data.get("resources") or {}).values():
+            type_name = spec.get("type") if isinstance(spec, dict) else None
+            if is_template_type(type_name):
+                rt = v.nested_type(t.path, type_name)
+                if rt is not None and rt.nested is not None:
+                    nested.add(rt.nested.path)
+    return parsed, [t for t in parsed if t.path not in nested]
 
 
 def stack_templates(root: Path) -> list[Path]:
     """The templates of `root` that are stacks (not only used as a nested resource type)."""
-    v = Validator(Path(root))
-    parsed = [t for t in (v.template(p) for p in templates_in(Path(root))) if t is not None]
-    nested = {rt.nested.path for t in parsed for rt in _nested_uses(v, t)}
-    return [t.path for t in parsed if t.path not in nested]
+    root = Path(root)
+    return [t.path for t in _parsed_and_stacks(Validator(root), templates_in(root))[1]]

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from .heatcheck import TEMPLATE_SUFFIXES, is_template_type
+
 TAG_PREFIX = "panfaas-digest-"
-TEMPLATE_SUFFIXES = (".yaml", ".yml", ".template")
 
 
 class StackStateError(RuntimeError):
@@ -40,9 +41,8 @@ def referenced_files(template: Path) -> list[Path]:
             return
         for spec in (data.get("resources") or {}).values():
             kind = spec.get("type") if isinstance(spec, dict) else None
-            if isinstance(kind, str) and kind.endswith(TEMPLATE_SUFFIXES) and "::" not in kind:
-                if (path.parent / kind).is_file():
-                    visit(path.parent / kind)
+            if is_template_type(kind) and (path.parent / kind).is_file():
+                visit(path.parent / kind)
         for name in _get_files(data):
             if "://" not in name and (path.parent / name).is_file():
                 seen.setdefault((path.parent / name).resolve(), None)

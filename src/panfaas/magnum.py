@@ -11,7 +11,9 @@ as the create timeout in *minutes*. So:
   give a new template, never an update of the old one;
 - an existing cluster is never "updated": if it was built from another template, the role stops
   and says so; node_count is only used at creation (the autoscaler owns it afterwards);
-- waiting is a poll of the cluster status (create with wait=false), with its own timeout.
+- waiting is a poll of the cluster status (create with wait=false), with its own timeout;
+- a cluster being deleted (or whose deletion failed) stops the role: it is neither waited for
+  nor used.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def decide(name: str, cluster: dict | None, templates: list[dict], wanted: str) 
     if cluster is None or phase(cluster.get("status")) == "absent":
         return Decision("create", f"cluster {name} does not exist", tmpl_id)
     status = cluster.get("status")
+    if str(status).startswith("DELETE_"):  # waiting would end with the cluster gone, not created
+        raise MagnumError(f"cluster {name} is {status}: wait until Magnum has deleted it (openstack coe cluster "
+                          f"list; if the deletion failed, openstack coe cluster delete {name}), then run again.")
     current_id = cluster.get("cluster_template_id")
     if current_id != tmpl_id:
         current = next((t.get("name") for t in templates if current_id in (t.get("id"), t.get("uuid"))), current_id)

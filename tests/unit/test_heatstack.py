@@ -73,22 +73,26 @@ def test_outputs_and_placeholders(heat_dir):
     assert set(ph) >= {"subnet_id", "ssh_security_group", "web_security_group", "mirror_security_group"}
 
 
+def run_play(tmp_path, tasks: list[dict], check: bool = False) -> subprocess.CompletedProcess:
+    """Run tasks in a real ansible-playbook on localhost."""
+    (tmp_path / "play.yml").write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", f"ansible_python_interpreter={BIN / 'python'}", str(tmp_path / "play.yml")]
+    cmd += ["--check"] if check else []
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
 def run_module(tmp_path, tasks: list[dict], check: bool = False) -> list[dict]:
     """Run tasks in a real ansible-playbook on localhost; return each task's registered result."""
     regs = []
     for i, t in enumerate(tasks):
         t["register"] = f"r{i}"
         regs.append(f"r{i}")
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks + [
+    out = run_play(tmp_path, tasks + [
         {"ansible.builtin.copy": {"dest": str(tmp_path / "out.json"),
                                   "content": "{{ [" + ", ".join(regs) + "] | to_json }}"},
-         "check_mode": False}]}]
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", f"ansible_python_interpreter={BIN / 'python'}", str(tmp_path / "play.yml")]
-    cmd += ["--check"] if check else []
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+         "check_mode": False}], check)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     return json.loads((tmp_path / "out.json").read_text())
 
@@ -111,13 +115,8 @@ def test_the_module_reports_nothing_to_do_for_an_unchanged_stack(tmp_path, heat_
 
 
 def test_the_module_fails_clearly_while_a_stack_is_busy(tmp_path, heat_dir):
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"heat_stack_plan": {
+    out = run_play(tmp_path, [{"heat_stack_plan": {
         "name": "ex-network", "template": str(heat_dir / "network.yaml"),
-        "current": stack("x", "UPDATE_IN_PROGRESS")}}]}]
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    out = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                          "-e", f"ansible_python_interpreter={BIN / 'python'}", str(tmp_path / "play.yml")],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+        "current": stack("x", "UPDATE_IN_PROGRESS")}}])
     assert out.returncode != 0
     assert "stack ex-network is UPDATE_IN_PROGRESS: wait for it to finish" in out.stdout

@@ -90,3 +90,9 @@ def test_changed_settings_on_an_existing_cluster_stop_instead_of_updating_or_dup
     # ... also when the new template does not exist yet
     with pytest.raises(magnum.MagnumError, match="built from cluster template site-k8s-1111aaaa"):
         magnum.decide("site-k8s", cluster("CREATE_COMPLETE", template="t1"), [T1], "site-k8s-3333cccc")
+
+
+@pytest.mark.parametrize("status", ["DELETE_IN_PROGRESS", "DELETE_FAILED"])
+def test_a_cluster_being_deleted_stops_instead_of_being_waited_for_or_used(status):
+    with pytest.raises(magnum.MagnumError, match=f"cluster site-k8s is {status}: wait until Magnum has deleted it"):
+        magnum.decide("site-k8s", cluster(status), [T1], T1["name"])
