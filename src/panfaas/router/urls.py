@@ -138,13 +138,13 @@ class UrlGenerator:
             if not parent or parent == path:
                 raise UrlFailure(f"{what} failed: HTTP 409 and no parent to create")
             await self.mkcol(parent)
-            status, _ = await self._request("MKCOL", path, what, ok=(201, 405))
+            await self._request("MKCOL", path, what, ok=(201, 405))
 
-    async def _one(self, spec, path: str, use_macaroons: bool, create_paths: bool) -> str:
+    async def _one(self, spec, path: str, create_paths: bool) -> str:
         if spec.create_path and create_paths:
             await self.mkcol(path)
         url = self.url(path)
-        if spec.activity and use_macaroons:
+        if spec.activity:
             url += "?authz=" + await self.macaroon(path, spec.activity, spec.lifetime)
         return url
 
@@ -158,14 +158,11 @@ class UrlGenerator:
         """URLs without macaroons (rules that need none, or --no-macaroons)."""
         return {spec.name: self.url(path) for spec, path in self.paths(rule, ev)}
 
-    async def build(self, rule: Rule, ev: events.StorageEvent, *, use_macaroons: bool = True,
-                    create_paths: bool = True) -> dict:
-        """name -> URL for one rule; the URLs of a rule are requested concurrently."""
+    async def build(self, rule: Rule, ev: events.StorageEvent, *, create_paths: bool = True) -> dict:
+        """name -> URL for one rule, macaroons included; the URLs of a rule are requested
+        concurrently. create_paths=False: no MKCOL (dry-run)."""
         pairs = self.paths(rule, ev)
-        if not use_macaroons and not create_paths:
-            return {spec.name: self.url(path) for spec, path in pairs}
-        urls = await asyncio.gather(*(self._one(spec, path, use_macaroons, create_paths)
-                                      for spec, path in pairs))
+        urls = await asyncio.gather(*(self._one(spec, path, create_paths) for spec, path in pairs))
         return {spec.name: url for (spec, _), url in zip(pairs, urls, strict=True)}
 
 
