@@ -43,6 +43,13 @@ def basic_auth(username: str, password: str | None) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
 
 
+def ssl_setting(tls_verify: bool | str) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=` for url-generator.tls-verify: true, false or the path of a CA bundle."""
+    if isinstance(tls_verify, str):
+        return ssl.create_default_context(cafile=tls_verify)
+    return bool(tls_verify)
+
+
 def origin(base: str) -> str:
     parts = urllib.parse.urlsplit(base)
     return f"{parts.scheme}://{parts.netloc}"
@@ -62,13 +69,7 @@ class UrlGenerator:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self.tls is False:
-            ssl_arg: ssl.SSLContext | bool = False
-        elif isinstance(self.tls, str):
-            ssl_arg = ssl.create_default_context(cafile=self.tls)
-        else:
-            ssl_arg = True
-        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=ssl_arg)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=ssl_setting(self.tls))
         self.session = aiohttp.ClientSession(connector=connector)
 
     async def close(self) -> None:
