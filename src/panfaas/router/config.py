@@ -128,9 +128,10 @@ def read_document(path: str | os.PathLike) -> tuple[Any, dict]:
         text = p.read_text()
     except OSError as e:
         raise RouterConfigError(f"{p}: cannot read configuration: {e.strerror}") from None
+    loader = yaml.SafeLoader(text)   # one parse: the node tree gives the lines, then the data
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -140,6 +141,8 @@ def read_document(path: str | os.PathLike) -> tuple[Any, dict]:
                        "(dynamic-processing's own sample-config.yaml has one before create-path)")
         raise RouterConfigError(f"{p}:{line}: invalid YAML: {problem}" if line else
                                 f"{p}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
     lines: dict = {}
     if node is not None:
         _lines(node, (), lines)
