@@ -118,6 +118,7 @@ class Router:
         self.stopping = asyncio.Event()
         self.ready = False
         self.error: str | None = None
+        self.waiting: str | None = None   # why it cannot start yet (the broker), for /healthz
         self.producer = None
         self.pending: deque = deque()
         self.last_poll = 0.0
@@ -321,8 +322,10 @@ class Router:
                     await ensure_topics(self.conf.bootstrap, [*self.conf.targets, self.conf.dead_letter_topic])
                 except Exception as e:  # noqa: BLE001 - not fatal: an admin may have created them, sends tell
                     log.warning("could not ensure topics", extra={"fields": {"error": repr(e)}})
+                self.waiting = None
                 return
             except Exception as e:  # noqa: BLE001 - broker not up yet: keep trying, say so once
+                self.waiting = f"waiting for the broker at {self.conf.bootstrap}: {e!r}"
                 if not warned:
                     log.warning("broker not reachable, retrying",
                                 extra={"fields": {"bootstrap": self.conf.bootstrap, "error": repr(e)}})
@@ -339,7 +342,8 @@ class Router:
             log.info("progress", extra={"fields": {**self.metrics.totals, "lag": self.source.lag()}})
 
     def health(self) -> tuple[int, dict]:
-        body = {"status": "ok", "source": self.source.kind, "source_status": getattr(self.source, "status", ""),
+        body = {"status": "ok", "source": self.source.kind,
+                "source_status": self.waiting or getattr(self.source, "status", ""),
                 **self.metrics.totals, "lag": self.source.lag(), "batches_in_flight": len(self.pending)}
         if self.error:
             body["status"], body["error"] = "failed", self.error
