@@ -279,7 +279,8 @@ class Router:
         self.producer = kafka_producer(conf.bootstrap, linger_ms=5, max_batch_size=1024 * 1024,
                                        client_id=conf.client_id)
         await self._start_producer()
-        if self.stopping.is_set():
+        if self.stopping.is_set():   # stopped before the broker was there (or right after)
+            await self.producer.stop()
             return
         await self.gen.start()
         try:
