@@ -110,7 +110,8 @@ def add_parser(sub) -> None:
         description="Print one JSON object per line, {\"topic\": ..., \"value\": {...}}, for every task\n"
                     "(and dead letter) the router would publish for the event; nothing if no rule\n"
                     "matches. Macaroons are requested from the storage door as the router would\n"
-                    "(MKCOL for create-path is not sent); --no-macaroons needs no storage element.")
+                    "(but retried once at most; MKCOL for create-path is not sent); --no-macaroons\n"
+                    "needs no storage element.")
     c.add_argument("file", metavar="FILE", help="router configuration")
     c.add_argument("--event", required=True, metavar="JSON",
                    help="a billing record as JSON, or '-' to read one record per line from standard input")
