@@ -296,11 +296,10 @@ async def main(args) -> None:
                 "raw", [sys.executable, __file__, "--raw-pipe", bs, "lat-raw-src", "lat-raw-dst"], None, bs,
                 "lat-raw-src", "lat-raw-dst", n, args.rate, lambda v: v.get("transferPath") if
                 v.get("msgType") == "transfer" else None, work)
-            for name, src, dst, st, rate in (
-                    ("router, no macaroons", "lat-src", "lat-tasks", None, args.rate),
-                    ("router, 2 macaroons", "lat-mac-src", "lat-mac-tasks", storage, args.macaroon_rate)):
-                if st is None and name.endswith("2 macaroons"):
-                    continue
+            runs = [("router, no macaroons", "lat-src", "lat-tasks", None, args.rate)]
+            if storage:
+                runs.append(("router, 2 macaroons", "lat-mac-src", "lat-mac-tasks", storage, args.macaroon_rate))
+            for name, src, dst, st, rate in runs:
                 conf = router_conf(bs, src, dst, st, args.concurrency)
                 conf["listen"] = {"host": "127.0.0.1", "port": free_port()}
                 path = work / f"{dst}.yml"

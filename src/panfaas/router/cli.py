@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 
+from .. import events
 from . import config as rconfig
 from .rules import matching_rules, wanted_kinds
 from .tasks import dead_letter, event_digest, make_task, task_id
@@ -48,8 +49,8 @@ async def dry_run_events(conf, lines, *, use_macaroons: bool, out=sys.stdout) ->
                 continue
             origin = {"input": "dry-run", "line": n}
             try:
-                ev = _parse(text, kinds)
-            except Exception as e:  # noqa: BLE001 - EventError, shown as the dead letter it would be
+                ev = events.parse_billing(text.encode("utf-8", "surrogateescape"), kinds)
+            except events.EventError as e:  # shown as the dead letter the router would publish
                 doc = dead_letter(f"malformed event: {e}", stage="parse", origin=origin, value=text,
                                   router=conf.client_id)
                 _emit(out, conf.dead_letter_topic, doc)
@@ -73,11 +74,6 @@ async def dry_run_events(conf, lines, *, use_macaroons: bool, out=sys.stdout) ->
     finally:
         await gen.close()
     return 0
-
-
-def _parse(text: str, kinds):
-    from .. import events
-    return events.parse_billing(text.encode("utf-8", "surrogateescape"), kinds)
 
 
 def _emit(out, topic: str, value: dict) -> None:
@@ -114,7 +110,8 @@ def add_parser(sub) -> None:
         description="Print one JSON object per line, {\"topic\": ..., \"value\": {...}}, for every task\n"
                     "(and dead letter) the router would publish for the event; nothing if no rule\n"
                     "matches. Macaroons are requested from the storage door as the router would\n"
-                    "(MKCOL for create-path is not sent); --no-macaroons needs no storage element.")
+                    "(but retried once at most; MKCOL for create-path is not sent); --no-macaroons\n"
+                    "needs no storage element.")
     c.add_argument("file", metavar="FILE", help="router configuration")
     c.add_argument("--event", required=True, metavar="JSON",
                    help="a billing record as JSON, or '-' to read one record per line from standard input")

@@ -128,9 +128,10 @@ def read_document(path: str | os.PathLike) -> tuple[Any, dict]:
         text = p.read_text()
     except OSError as e:
         raise RouterConfigError(f"{p}: cannot read configuration: {e.strerror}") from None
+    loader = yaml.SafeLoader(text)   # one parse: the node tree gives the lines, then the data
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -140,6 +141,8 @@ def read_document(path: str | os.PathLike) -> tuple[Any, dict]:
                        "(dynamic-processing's own sample-config.yaml has one before create-path)")
         raise RouterConfigError(f"{p}:{line}: invalid YAML: {problem}" if line else
                                 f"{p}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
     lines: dict = {}
     if node is not None:
         _lines(node, (), lines)
@@ -268,15 +271,13 @@ def _predicate(c: _Checker, value: Any, where: tuple) -> EventPredicate:
     known = ("msgType", "cellType", "isWrite", "isP2p", "status", "mask", "user", "client",
              "file-size", "storage-class")
     pred = c.mapping(value, where, known)
-    kw: dict = {}
-    if "msgType" in pred:
-        kinds = c.strings(pred["msgType"], where + ("msgType",))
-        if kinds is not None:
-            kw["msg_types"] = frozenset(kinds)
-    if "cellType" in pred:
-        cells = c.strings(pred["cellType"], where + ("cellType",))
-        if cells is not None:
-            kw["cell_types"] = frozenset(cells)
+
+    def names(key: str) -> frozenset[str] | None:
+        """A string or list of strings; None (the predicate's default: any) when absent."""
+        values = c.strings(pred[key], where + (key,)) if key in pred else None
+        return frozenset(values) if values is not None else None
+
+    kw: dict = {"msg_types": names("msgType"), "cell_types": names("cellType")}
     if "isWrite" in pred:
         iw = pred["isWrite"]
         if iw not in ("write", "read", "any"):
@@ -305,10 +306,7 @@ def _predicate(c: _Checker, value: Any, where: tuple) -> EventPredicate:
                     + ", ".join(sorted(MASK_FLAGS)))
         elif flags:
             kw["mask"] = frozenset(flags)
-    if "user" in pred:
-        users = c.strings(pred["user"], where + ("user",))
-        if users is not None:
-            kw["users"] = frozenset(users)
+    kw["users"] = names("user")
     if "client" in pred:
         nets = []
         for i, text in enumerate(c.strings(pred["client"], where + ("client",)) or []):
@@ -331,10 +329,7 @@ def _predicate(c: _Checker, value: Any, where: tuple) -> EventPredicate:
             c.error(fw, f"min ({kw['size_min']}) is larger than max ({kw['size_max']})")
         if rng and not {"min", "max"} & set(rng):
             c.error(fw, "needs min and/or max")
-    if "storage-class" in pred:
-        classes = c.strings(pred["storage-class"], where + ("storage-class",))
-        if classes is not None:
-            kw["storage_classes"] = tuple(classes)
+    kw["storage_classes"] = names("storage-class")
     return EventPredicate(**kw)
 
 

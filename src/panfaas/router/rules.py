@@ -116,7 +116,7 @@ class EventPredicate:
     clients: tuple | None = None              # ip networks
     size_min: int | None = None
     size_max: int | None = None
-    storage_classes: tuple[str, ...] | None = None  # glob patterns
+    storage_classes: frozenset[str] | None = None  # glob patterns
 
     def __post_init__(self):
         self.default = (self.msg_types is None and self.cell_types is None and self.is_write == "write"

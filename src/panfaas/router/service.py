@@ -118,6 +118,7 @@ class Router:
         self.stopping = asyncio.Event()
         self.ready = False
         self.error: str | None = None
+        self.waiting: str | None = None   # why it cannot start yet (the broker), for /healthz
         self.producer = None
         self.pending: deque = deque()
         self.last_poll = 0.0
@@ -278,7 +279,8 @@ class Router:
         self.producer = kafka_producer(conf.bootstrap, linger_ms=5, max_batch_size=1024 * 1024,
                                        client_id=conf.client_id)
         await self._start_producer()
-        if self.stopping.is_set():
+        if self.stopping.is_set():   # stopped before the broker was there (or right after)
+            await self.producer.stop()
             return
         await self.gen.start()
         try:
@@ -321,8 +323,10 @@ class Router:
                     await ensure_topics(self.conf.bootstrap, [*self.conf.targets, self.conf.dead_letter_topic])
                 except Exception as e:  # noqa: BLE001 - not fatal: an admin may have created them, sends tell
                     log.warning("could not ensure topics", extra={"fields": {"error": repr(e)}})
+                self.waiting = None
                 return
             except Exception as e:  # noqa: BLE001 - broker not up yet: keep trying, say so once
+                self.waiting = f"waiting for the broker at {self.conf.bootstrap}: {e!r}"
                 if not warned:
                     log.warning("broker not reachable, retrying",
                                 extra={"fields": {"bootstrap": self.conf.bootstrap, "error": repr(e)}})
@@ -339,7 +343,8 @@ class Router:
             log.info("progress", extra={"fields": {**self.metrics.totals, "lag": self.source.lag()}})
 
     def health(self) -> tuple[int, dict]:
-        body = {"status": "ok", "source": self.source.kind, "source_status": getattr(self.source, "status", ""),
+        body = {"status": "ok", "source": self.source.kind,
+                "source_status": self.waiting or getattr(self.source, "status", ""),
                 **self.metrics.totals, "lag": self.source.lag(), "batches_in_flight": len(self.pending)}
         if self.error:
             body["status"], body["error"] = "failed", self.error

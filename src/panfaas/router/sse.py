@@ -45,7 +45,7 @@ from pathlib import Path
 import aiohttp
 
 from .. import events
-from .urls import basic_auth
+from .urls import basic_auth, ssl_setting
 
 log = logging.getLogger("panfaas.router.sse")
 
@@ -163,13 +163,8 @@ class SseSource:
     # -- HTTP ------------------------------------------------------------------
     async def _open(self) -> None:
         if self.session is None:
-            ssl_arg: object = True
-            if self.tls is False:
-                ssl_arg = False
-            elif isinstance(self.tls, str):
-                import ssl
-                ssl_arg = ssl.create_default_context(cafile=self.tls)
-            self.session = aiohttp.ClientSession(headers=self.headers, connector=aiohttp.TCPConnector(ssl=ssl_arg))
+            self.session = aiohttp.ClientSession(headers=self.headers,
+                                                 connector=aiohttp.TCPConnector(ssl=ssl_setting(self.tls)))
 
     async def _call(self, method: str, url: str, *, json_body=None, ok=(200, 201, 204)) -> aiohttp.ClientResponse:
         async with self.session.request(method, url, json=json_body, headers={"Accept": "application/json"},

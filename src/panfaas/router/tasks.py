@@ -40,7 +40,7 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def dead_letter(reason: str, *, stage: str, origin: dict, value, router: str,
+def dead_letter(reason: str, *, stage: str, origin: dict, value: bytes | str | None, router: str,
                 target: str | None = None, task_id: str | None = None) -> dict:
     """The dead-letter record: why, where the message came from, and the message itself
     (exact: UTF-8 text as `value`, anything else base64 as `value_base64`), so that an
@@ -50,8 +50,6 @@ def dead_letter(reason: str, *, stage: str, origin: dict, value, router: str,
         doc["target"] = target
     if task_id:
         doc["task_id"] = task_id
-    if isinstance(value, dict):
-        value = orjson.dumps(value, default=str)
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogatepass")
     if value is None:

@@ -43,6 +43,13 @@ def basic_auth(username: str, password: str | None) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
 
 
+def ssl_setting(tls_verify: bool | str) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=` for url-generator.tls-verify: true, false or the path of a CA bundle."""
+    if isinstance(tls_verify, str):
+        return ssl.create_default_context(cafile=tls_verify)
+    return bool(tls_verify)
+
+
 def origin(base: str) -> str:
     parts = urllib.parse.urlsplit(base)
     return f"{parts.scheme}://{parts.netloc}"
@@ -62,13 +69,7 @@ class UrlGenerator:
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self.tls is False:
-            ssl_arg: ssl.SSLContext | bool = False
-        elif isinstance(self.tls, str):
-            ssl_arg = ssl.create_default_context(cafile=self.tls)
-        else:
-            ssl_arg = True
-        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=ssl_arg)
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=ssl_setting(self.tls))
         self.session = aiohttp.ClientSession(connector=connector)
 
     async def close(self) -> None:
@@ -138,13 +139,13 @@ class UrlGenerator:
             if not parent or parent == path:
                 raise UrlFailure(f"{what} failed: HTTP 409 and no parent to create")
             await self.mkcol(parent)
-            status, _ = await self._request("MKCOL", path, what, ok=(201, 405))
+            await self._request("MKCOL", path, what, ok=(201, 405))
 
-    async def _one(self, spec, path: str, use_macaroons: bool, create_paths: bool) -> str:
+    async def _one(self, spec, path: str, create_paths: bool) -> str:
         if spec.create_path and create_paths:
             await self.mkcol(path)
         url = self.url(path)
-        if spec.activity and use_macaroons:
+        if spec.activity:
             url += "?authz=" + await self.macaroon(path, spec.activity, spec.lifetime)
         return url
 
@@ -158,14 +159,11 @@ class UrlGenerator:
         """URLs without macaroons (rules that need none, or --no-macaroons)."""
         return {spec.name: self.url(path) for spec, path in self.paths(rule, ev)}
 
-    async def build(self, rule: Rule, ev: events.StorageEvent, *, use_macaroons: bool = True,
-                    create_paths: bool = True) -> dict:
-        """name -> URL for one rule; the URLs of a rule are requested concurrently."""
+    async def build(self, rule: Rule, ev: events.StorageEvent, *, create_paths: bool = True) -> dict:
+        """name -> URL for one rule, macaroons included; the URLs of a rule are requested
+        concurrently. create_paths=False: no MKCOL (dry-run)."""
         pairs = self.paths(rule, ev)
-        if not use_macaroons and not create_paths:
-            return {spec.name: self.url(path) for spec, path in pairs}
-        urls = await asyncio.gather(*(self._one(spec, path, use_macaroons, create_paths)
-                                      for spec, path in pairs))
+        urls = await asyncio.gather(*(self._one(spec, path, create_paths) for spec, path in pairs))
         return {spec.name: url for (spec, _), url in zip(pairs, urls, strict=True)}
 
 
