@@ -156,12 +156,12 @@ class Catalog:
                 r = self.resolve(cns, cfull)
             except ApiError:
                 raise ApiError(400, errors.SEQUENCE_COMPONENT_MISSING) from None
-            if r.doc["exec"]["kind"] == "sequence" and f"/{ns}/{fullname}" in self._atomic(r.doc, ns, 0):
+            if r.doc["exec"]["kind"] == "sequence" and f"/{ns}/{fullname}" in self._atomic(r.doc, 0):
                 raise ApiError(400, errors.SEQUENCE_CYCLIC)
             resolved.append(f"/{path}/{name}")
         return resolved
 
-    def _atomic(self, seq: dict, ns: str, depth: int) -> set[str]:
+    def _atomic(self, seq: dict, depth: int) -> set[str]:
         """Every action a sequence reaches (to find cycles)."""
         if depth > ent.MAX_SEQUENCE:
             raise ApiError(400, errors.SEQUENCE_TOO_LONG)
@@ -171,7 +171,7 @@ class Catalog:
             cns, _, cfull = c.strip("/").partition("/")
             doc = self.get(cns, "actions", cfull)
             if doc and doc["exec"]["kind"] == "sequence":
-                out |= self._atomic(doc, ns, depth + 1)
+                out |= self._atomic(doc, depth + 1)
         return out
 
     def get_action(self, ns: str, fullname: str, code: bool = True) -> dict:
