@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 
 from . import errors
 from .catalog import SYSTEM_NAMESPACE
-from .entities import action_summary
+from .entities import PYTHON_KINDS, action_summary
 from .errors import ApiError
 from .openapi import document
 from .service import Runtime, new_id
@@ -201,7 +201,7 @@ class Api:
         return ok({"description": "panfaas: OpenWhisk's REST API and action protocol on one machine",
                    "api_paths": ["/api/v1"], "api_version": "1.0.0", "api_version_path": "v1",
                    "swagger_paths": {"api-docs": "/api-docs"},
-                   "runtimes": {"python": [{"kind": k} for k in ("python:3.11", "python:3", "python:default")],
+                   "runtimes": {"python": [{"kind": k} for k in PYTHON_KINDS],
                                 "blackbox": [{"kind": "blackbox"}], "sequence": [{"kind": "sequence"}]},
                    "limits": self._limits()})
 
