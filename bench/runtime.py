@@ -40,7 +40,6 @@ from services import start_broker, start_runtime  # noqa: E402  (the same real s
 NOOP = "def main(args):\n    return {}\n"
 STAMP = "import time\ndef main(args):\n    now = time.time() * 1000\n" \
         "    return {'lag_ms': [now - m['value']['t'] for m in args['messages']]}\n"
-UNLIMITED = {"invocations-per-minute": 0, "concurrent-invocations": 0, "fires-per-minute": 0}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -179,8 +178,9 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     broker = start_broker(work)
-    rt = start_runtime(work / "runtime", limits=UNLIMITED, **{"keep-warm": max(4, args.concurrency),
-                                                              "feed-fetch-wait-ms": args.fetch_wait_ms})
+    # No namespace limits (start_runtime's default), as many warm processes as clients.
+    rt = start_runtime(work / "runtime", **{"keep-warm": max(4, args.concurrency),
+                                            "feed-fetch-wait-ms": args.fetch_wait_ms})
     try:
         fn = Functions(rt.api_host, rt.auth)
         load = os.getloadavg()

@@ -22,7 +22,7 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import requests
 
@@ -140,7 +140,32 @@ class _Paths:
         return q
 
 
-class Functions:
+def _finished(name: str, rec: dict, result: bool) -> Any:
+    """What a blocking invoke returns once the record of an activation that outlasted the
+    server's wait exists: its result (result=True) or the record; a failure raises, as a 502
+    (application or developer error) or a 500 would have."""
+    if not rec["response"]["success"]:
+        body = rec["response"]["result"] if result else rec
+        raise ClientError(f"invoke {name}: {rec['response']['status']}: {_error_message(body)}",
+                          502 if rec["response"]["statusCode"] in (1, 2) else 500, body)
+    return rec["response"]["result"] if result else rec
+
+
+class _Sources:
+    """Where the sync and the async client find their endpoint and credentials."""
+
+    @classmethod
+    def from_endpoints(cls, path: str | os.PathLike | None = None) -> Self:
+        rt = load_endpoints(path)["runtime"]
+        return cls(rt["api_host"], rt["auth"], rt.get("namespace", "_"))
+
+    @classmethod
+    def from_wskprops(cls, path: str | os.PathLike | None = None, verify: bool | str = True) -> Self:
+        props = read_wskprops(path)
+        return cls(props["APIHOST"], props["AUTH"], props.get("NAMESPACE", "_"), verify=verify)
+
+
+class Functions(_Sources):
     """OpenWhisk actions, triggers, rules, packages and activations (the all-in-one's or a site's)."""
 
     def __init__(self, api_host: str, auth: str, namespace: str = "_", verify: bool | str = True,
@@ -152,16 +177,6 @@ class Functions:
         self.session.auth = (user, key)
         self.session.verify = verify
         self.timeout = timeout
-
-    @classmethod
-    def from_endpoints(cls, path: str | os.PathLike | None = None) -> Functions:
-        rt = load_endpoints(path)["runtime"]
-        return cls(rt["api_host"], rt["auth"], rt.get("namespace", "_"))
-
-    @classmethod
-    def from_wskprops(cls, path: str | os.PathLike | None = None, verify: bool | str = True) -> Functions:
-        props = read_wskprops(path)
-        return cls(props["APIHOST"], props["AUTH"], props.get("NAMESPACE", "_"), verify=verify)
 
     def close(self) -> None:
         self.session.close()
@@ -192,12 +207,7 @@ class Functions:
             accepted = r.json()
             if not blocking or not wait:
                 return accepted
-            rec = self.wait(accepted["activationId"], timeout=wait_timeout)
-            if not rec["response"]["success"]:
-                body = rec["response"]["result"] if result else rec
-                raise ClientError(f"invoke {name}: {rec['response']['status']}: {_error_message(body)}",
-                                  502 if rec["response"]["statusCode"] in (1, 2) else 500, body)
-            return rec["response"]["result"] if result else rec
+            return _finished(name, self.wait(accepted["activationId"], timeout=wait_timeout), result)
         return _check(r, f"invoke {name}").json()
 
     def activation(self, activation_id: str) -> dict:
@@ -275,7 +285,7 @@ class Functions:
         return _check(r, f"feed {feed} {lifecycle}").json()
 
 
-class AsyncFunctions:
+class AsyncFunctions(_Sources):
     """Functions for asyncio code (and notebooks that await): the same calls, as coroutines.
 
         async with AsyncFunctions(api_host, auth) as fn:
@@ -290,16 +300,6 @@ class AsyncFunctions:
         self.verify = verify
         self.timeout = timeout
         self._session = None
-
-    @classmethod
-    def from_endpoints(cls, path: str | os.PathLike | None = None) -> AsyncFunctions:
-        rt = load_endpoints(path)["runtime"]
-        return cls(rt["api_host"], rt["auth"], rt.get("namespace", "_"))
-
-    @classmethod
-    def from_wskprops(cls, path: str | os.PathLike | None = None, verify: bool | str = True) -> AsyncFunctions:
-        props = read_wskprops(path)
-        return cls(props["APIHOST"], props["AUTH"], props.get("NAMESPACE", "_"), verify=verify)
 
     def _client(self):
         import aiohttp
@@ -346,12 +346,7 @@ class AsyncFunctions:
             "POST", self.paths.url("actions", name), f"invoke {name}", json=self.paths.payload(payload, params),
             params=self.paths.invoke_params(blocking, result, wait_ms))
         if status == 202 and blocking and wait:
-            rec = await self.wait(body["activationId"], timeout=wait_timeout)
-            if not rec["response"]["success"]:
-                out = rec["response"]["result"] if result else rec
-                raise ClientError(f"invoke {name}: {rec['response']['status']}: {_error_message(out)}",
-                                  502 if rec["response"]["statusCode"] in (1, 2) else 500, out)
-            return rec["response"]["result"] if result else rec
+            return _finished(name, await self.wait(body["activationId"], timeout=wait_timeout), result)
         return body
 
     async def activation(self, activation_id: str) -> dict:

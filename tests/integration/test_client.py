@@ -20,8 +20,7 @@ BOOM = "def main(a):\n    raise ValueError('bad input: ' + str(a.get('x')))\n"
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    r = start_runtime(tmp_path_factory.mktemp("rt-client"),
-                      limits={"invocations-per-minute": 0, "concurrent-invocations": 0, "fires-per-minute": 0})
+    r = start_runtime(tmp_path_factory.mktemp("rt-client"))
     fn = Functions(r.api_host, r.auth)
     for name, code in (("echo", ECHO), ("slow", SLOW), ("boom", BOOM)):
         fn.put("actions", name, {"exec": {"kind": "python:3.11", "code": code}})

@@ -40,7 +40,7 @@ def png(width: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def fn(tmp_path_factory):
-    rt = start_runtime(tmp_path_factory.mktemp("rt-nb"), limits={"invocations-per-minute": 0})
+    rt = start_runtime(tmp_path_factory.mktemp("rt-nb"))
     f = Functions(rt.api_host, rt.auth)
     for name, code in (("draw", PNG_ACTION), ("from-storage", URL_ACTION), ("fails", FAILS)):
         f.put("actions", name, {"exec": {"kind": "python:3.11", "code": code}})

@@ -90,7 +90,7 @@ PLAY = """
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    r = start_runtime(tmp_path_factory.mktemp("rt-modules"), limits={"invocations-per-minute": 0})
+    r = start_runtime(tmp_path_factory.mktemp("rt-modules"))
     yield r
     r.proc.stop()
 

@@ -23,7 +23,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "functions"
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    r = start_runtime(tmp_path_factory.mktemp("rt-role"), limits={"invocations-per-minute": 0})
+    r = start_runtime(tmp_path_factory.mktemp("rt-role"))
     yield r
     r.proc.stop()
 

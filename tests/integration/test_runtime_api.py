@@ -38,8 +38,7 @@ class Http:
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    r = start_runtime(tmp_path_factory.mktemp("rt-api"),
-                      limits={"invocations-per-minute": 0, "concurrent-invocations": 0, "fires-per-minute": 0})
+    r = start_runtime(tmp_path_factory.mktemp("rt-api"))
     yield r
     r.proc.stop()
 

@@ -82,7 +82,7 @@ def trigger_records(fn: Functions, trigger: str, since: int) -> list[dict]:
 
 
 def test_batches_stay_under_900_kb_and_keep_every_message(tmp_path, broker, topics):
-    rt = start_runtime(tmp_path, limits=UNLIMITED)
+    rt = start_runtime(tmp_path)
     try:
         fn = Functions(rt.api_host, rt.auth)
         topic = topics("batch")
@@ -145,7 +145,7 @@ def test_offsets_are_committed_only_after_the_fire_is_accepted(tmp_path, broker,
 
 @pytest.mark.slow
 def test_kill_9_while_consuming_loses_no_task(tmp_path, broker, topics):
-    rt = start_runtime(tmp_path / "rt", limits=UNLIMITED)
+    rt = start_runtime(tmp_path / "rt")
     out = tmp_path / "out"
     out.mkdir()
     try:

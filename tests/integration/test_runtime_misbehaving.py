@@ -37,8 +37,7 @@ WELL = "def main(a):\n    return {'ok': True, 'n': a.get('n')}\n"
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    r = start_runtime(tmp_path_factory.mktemp("rt-bad"),
-                      limits={"invocations-per-minute": 0, "concurrent-invocations": 0})
+    r = start_runtime(tmp_path_factory.mktemp("rt-bad"))
     yield r
     r.proc.stop()
 

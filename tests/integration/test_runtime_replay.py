@@ -20,8 +20,7 @@ COLLECT = "VERSION = {v}\ndef main(a):\n    return {{'v': VERSION, 'offsets': [m
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
-    r = start_runtime(tmp_path_factory.mktemp("rt-replay"),
-                      limits={"invocations-per-minute": 0, "concurrent-invocations": 0, "fires-per-minute": 0})
+    r = start_runtime(tmp_path_factory.mktemp("rt-replay"))
     yield r
     r.proc.stop()
 

@@ -72,3 +72,11 @@ def test_materialize_text_zip_and_escaping_zip(tmp_path):
     with pytest.raises(ValueError, match="not a valid zip"):
         ex.materialize({"kind": "python:3.11", "code": "AAAA", "binary": True}, tmp_path / "bad")
     assert not (tmp_path / "evil.py").exists()
+
+
+def test_pool_key_takes_init_parameters_of_any_json_type():
+    action = {"namespace": "guest", "name": "a"}
+    brokers = ex.pool_key(action, "d", 256, {"BROKERS": ["k0:9092", "k1:9092"], "OPTS": {"x": 1}})
+    assert brokers == ex.pool_key(action, "d", 256, {"OPTS": {"x": 1}, "BROKERS": ["k0:9092", "k1:9092"]})
+    assert brokers != ex.pool_key(action, "d", 256, {"BROKERS": ["k0:9092"], "OPTS": {"x": 1}})
+    assert ex.pool_key(action, "d", 256, {}) != ex.pool_key(action, "d", 512, {})

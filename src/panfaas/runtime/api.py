@@ -18,13 +18,14 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import generate_latest
 
 from . import errors
 from .catalog import SYSTEM_NAMESPACE
-from .entities import action_summary
+from .entities import PYTHON_KINDS, action_summary
 from .errors import ApiError
 from .openapi import document
 from .service import Runtime, new_id
@@ -97,14 +98,17 @@ class Api:
         raise ApiError(400, f"The query parameter '{name}' was malformed:\n'{raw}' is not a valid Boolean value")
 
     @staticmethod
-    def integer(request: web.Request, name: str, collection: str) -> int | None:
+    def integer(request: web.Request, name: str, collection: str,
+                invalid: Callable[[str], ApiError] | None = None) -> int | None:
+        """The query parameter `name` as an int (None if absent); else 400, OpenWhisk's message
+        for `collection`, or `invalid(raw)`'s."""
         raw = request.query.get(name)
         if raw is None or raw == "":
             return None
         try:
             return int(raw)
         except ValueError:
-            raise errors.not_an_integer(collection, raw) from None
+            raise (invalid(raw) if invalid else errors.not_an_integer(collection, raw)) from None
 
     def paging(self, request: web.Request, collection: str) -> tuple[int, int]:
         limit = self.integer(request, "limit", collection)
@@ -197,7 +201,7 @@ class Api:
         return ok({"description": "panfaas: OpenWhisk's REST API and action protocol on one machine",
                    "api_paths": ["/api/v1"], "api_version": "1.0.0", "api_version_path": "v1",
                    "swagger_paths": {"api-docs": "/api-docs"},
-                   "runtimes": {"python": [{"kind": k} for k in ("python:3.11", "python:3", "python:default")],
+                   "runtimes": {"python": [{"kind": k} for k in PYTHON_KINDS],
                                 "blackbox": [{"kind": "blackbox"}], "sequence": [{"kind": "sequence"}]},
                    "limits": self._limits()})
 
@@ -355,7 +359,7 @@ class Api:
     async def activations(self, request):
         ns = self.namespace(request)
         limit, skip = self.paging(request, "activations")
-        since, upto = (self._epoch(request, k) for k in ("since", "upto"))
+        since, upto = (self.integer(request, k, "activations", errors.bad_epoch) for k in ("since", "upto"))
         name = request.query.get("name", "").strip() or None
         if name is not None and (len(name.strip("/").split("/")) > 2 or not name.strip("/")):
             raise ApiError(400, f"Parameter may be a 'simple' name or 'package-name/simple' name: {name}")
@@ -370,16 +374,6 @@ class Api:
         recs = await asyncio.to_thread(store.activations, ns, name=name, limit=limit, skip=skip, since=since,
                                        upto=upto)
         return ok(recs if docs else [summary(d) for d in recs])
-
-    @staticmethod
-    def _epoch(request, key: str) -> int | None:
-        raw = request.query.get(key)
-        if raw is None or raw == "":
-            return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise errors.bad_epoch(raw) from None
 
     async def _activation(self, request) -> dict:
         ns = self.namespace(request)

@@ -66,6 +66,13 @@ def split(fullname: str) -> tuple[str | None, str]:
     return (pkg or None), name
 
 
+def locate(path: str, name: str) -> tuple[str, str]:
+    """An entity reference as rules and `fq_name` hold it, (path 'ns' or 'ns/pkg', name), as
+    what `resolve` takes: (ns, '[pkg/]name')."""
+    ns, _, pkg = path.partition("/")
+    return ns, f"{pkg}/{name}" if pkg else name
+
+
 class Catalog:
     def __init__(self, store: Store, ranges: dict | None = None):
         self.store = store
@@ -148,20 +155,19 @@ class Catalog:
         resolved = []
         for c in comps:
             path, name = ent.fq_name(c, ns)
-            cns, _, cpkg = path.partition("/")
-            cfull = f"{cpkg}/{name}" if cpkg else name
+            cns, cfull = locate(path, name)
             if (cns, cfull) == (ns, fullname):
                 raise ApiError(400, errors.SEQUENCE_CYCLIC)
             try:
                 r = self.resolve(cns, cfull)
             except ApiError:
                 raise ApiError(400, errors.SEQUENCE_COMPONENT_MISSING) from None
-            if r.doc["exec"]["kind"] == "sequence" and f"/{ns}/{fullname}" in self._atomic(r.doc, ns, 0):
+            if r.doc["exec"]["kind"] == "sequence" and f"/{ns}/{fullname}" in self._atomic(r.doc, 0):
                 raise ApiError(400, errors.SEQUENCE_CYCLIC)
             resolved.append(f"/{path}/{name}")
         return resolved
 
-    def _atomic(self, seq: dict, ns: str, depth: int) -> set[str]:
+    def _atomic(self, seq: dict, depth: int) -> set[str]:
         """Every action a sequence reaches (to find cycles)."""
         if depth > ent.MAX_SEQUENCE:
             raise ApiError(400, errors.SEQUENCE_TOO_LONG)
@@ -171,7 +177,7 @@ class Catalog:
             cns, _, cfull = c.strip("/").partition("/")
             doc = self.get(cns, "actions", cfull)
             if doc and doc["exec"]["kind"] == "sequence":
-                out |= self._atomic(doc, ns, depth + 1)
+                out |= self._atomic(doc, depth + 1)
         return out
 
     def get_action(self, ns: str, fullname: str, code: bool = True) -> dict:
@@ -314,9 +320,8 @@ class Catalog:
             (old["action"]["path"], old["action"]["name"])
         if "/" in trigger[0] or self.get(trigger[0], "triggers", trigger[1]) is None:
             raise ApiError(400, f"trigger /{trigger[0]}/{trigger[1]} does not exist")
-        ans, _, apkg = action[0].partition("/")
         try:
-            self.resolve(ans, f"{apkg}/{action[1]}" if apkg else action[1])
+            self.resolve(*locate(*action))
         except ApiError:
             raise ApiError(400, f"action /{action[0]}/{action[1]} does not exist") from None
         return self._put(ns, "rules", name, ent.rule_doc(ns, name, body, old, trigger, action))

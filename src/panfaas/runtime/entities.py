@@ -237,9 +237,7 @@ def _valid_path(path: str) -> bool:
 
 
 def package_doc(namespace: str, name: str, body: dict, old: dict | None, binding: dict | None) -> dict:
-    """binding: {"namespace", "name"} already checked by the caller, or None."""
-    if name == "default":
-        raise errors.package_name_reserved(name)
+    """binding: {"namespace", "name"} already checked by the caller (as the name), or None."""
     anns = [a for a in _annotations(body, old) if a["key"] != "binding"]
     if binding:
         anns.append({"key": "binding", "value": binding})

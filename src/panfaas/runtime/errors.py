@@ -41,10 +41,6 @@ def not_found() -> ApiError:
     return ApiError(404, NOT_FOUND)
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message)
-
-
 def malformed(detail: str) -> ApiError:
     return ApiError(400, f"The request content was malformed:\n{detail}")
 

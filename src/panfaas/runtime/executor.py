@@ -328,6 +328,13 @@ def env_value(v) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
+def pool_key(action: dict, digest: str, memory: int, init_env: dict) -> str:
+    """The warm pool of one action version: its code, memory limit and `init: true` parameters
+    (any JSON value, so they are keyed by their canonical JSON, not hashed as they are)."""
+    init = json.dumps(init_env, sort_keys=True, separators=(",", ":"))
+    return f"{action['namespace']}/{action['name']}:{digest}:{memory}:{init}"
+
+
 class Executor:
     """Keeps warm processes per action version and runs activations on them."""
 
@@ -394,7 +401,7 @@ class Executor:
         payload = {"value": args, **meta}
         # Warm processes belong to one action version (as OpenWhisk's containers): never shared
         # between actions or namespaces, even with the same code.
-        key = f"{action['namespace']}/{action['name']}:{digest}:{memory}:{hash(frozenset(init_env.items()))}"
+        key = pool_key(action, digest, memory, init_env)
         pool = self.warm.setdefault(key, [])
         init_ms = None
         proc = None

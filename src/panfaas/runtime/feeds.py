@@ -131,8 +131,6 @@ class Feed:
         self.task: asyncio.Task | None = None
         self.consumer = None
         self.held = None  # (payload, size, tp): the message that did not fit the previous batch
-        self.fired = 0
-        self.skipped = 0
 
     async def start(self) -> None:
         self.consumer = await start_consumer(",".join(self.conf["brokers"]), self.conf["topic"], self.group,
@@ -174,7 +172,6 @@ class Feed:
                     item = message_payload(msg, self.conf)
                     n = Batch.measure(item)
                     if EMPTY_BATCH + n > batch.limit:
-                        self.skipped += 1
                         log.error("message larger than the feed payload limit skipped",
                                   extra={"fields": {"trigger": self.group, "partition": msg.partition,
                                                     "offset": msg.offset, "bytes": n}})
@@ -212,7 +209,6 @@ class Feed:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30)
                 delay = 1.0
-                self.fired += len(batch.messages)
                 await self.consumer.commit(offsets)
             except asyncio.CancelledError:
                 raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+from .entities import KINDS
+
 BASE = "/api/v1/namespaces/{namespace}"
 
 
@@ -163,8 +165,7 @@ SCHEMAS = {
                  "properties": {"key": STR, "value": {}, "init": {"type": "boolean"}}},
     "Payload": {"type": "object", "description": "Parameters of the invocation or fire", "additionalProperties": True},
     "Exec": {"type": "object", "required": ["kind"], "properties": {
-        "kind": {"type": "string", "enum": ["python:3", "python:3.9", "python:3.10", "python:3.11", "python:3.12",
-                                            "python:default", "blackbox", "sequence"]},
+        "kind": {"type": "string", "enum": list(KINDS)},
         "code": {"type": "string", "description": "source text, or base64 of a zip"},
         "image": {"type": "string", "description": "blackbox only"}, "main": STR,
         "binary": {"type": "boolean", "description": "set by the server"},

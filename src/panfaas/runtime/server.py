@@ -16,6 +16,7 @@ from .. import config as cfg
 from .api import MAX_ENTITY, Api
 from .entities import DEFAULT_RANGES
 from .executor import Executor
+from .feeds import FETCH_WAIT_MS
 from .limits import MemoryPool, Throttle
 from .service import Runtime
 from .store import Store
@@ -31,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "keep-warm": 4,                # idle warm processes kept per action version
     "idle-timeout": 600,           # seconds an idle warm process is kept
     "activation-retention-days": 30,   # activation records older than this are pruned (0: never)
-    "feed-fetch-wait-ms": 50,      # a feed's fetch waits this long at the broker (feeds.FETCH_WAIT_MS)
+    "feed-fetch-wait-ms": FETCH_WAIT_MS,  # a feed's fetch waits this long at the broker (ms)
     "limits": {                    # OpenWhisk's per-namespace limits (0: no limit)
         "invocations-per-minute": 120,
         "concurrent-invocations": 100,

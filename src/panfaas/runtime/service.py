@@ -322,8 +322,7 @@ class Runtime:
                              "error": f"Rule '{ns}/{rule['name']}' is inactive, action "
                                       f"'{act['path']}/{act['name']}' was not activated."})
                 continue
-            ans, _, apkg = act["path"].partition("/")
-            fullname = f"{apkg}/{act['name']}" if apkg else act["name"]
+            ans, fullname = cat.locate(act["path"], act["name"])
             try:
                 r = self.catalog.resolve(ans, fullname)
                 self._check_final(r, args)

@@ -102,27 +102,27 @@ class Store:
                                   (namespace, kind, name))
         return cur.rowcount > 0
 
-    def list(self, namespace: str, kind: str, prefix: str | None = None, *, limit: int = -1,
-             skip: int = 0) -> list[dict]:
-        q = "SELECT doc FROM entities WHERE namespace=? AND kind=?"
+    @staticmethod
+    def _of_kind(namespace: str, kind: str, prefix: str | None) -> tuple[str, list[Any]]:
+        q = " FROM entities WHERE namespace=? AND kind=?"
         args: list[Any] = [namespace, kind]
         if prefix is not None:
             q += " AND name LIKE ? ESCAPE '\\'"
             args.append(_like_prefix(prefix))
-        q += " ORDER BY updated DESC, name LIMIT ? OFFSET ?"
-        args += [limit, skip]
+        return q, args
+
+    def list(self, namespace: str, kind: str, prefix: str | None = None, *, limit: int = -1,
+             skip: int = 0) -> list[dict]:
+        where, args = self._of_kind(namespace, kind, prefix)
         with self.lock:
-            rows = self.db.execute(q, args).fetchall()
+            rows = self.db.execute(f"SELECT doc{where} ORDER BY updated DESC, name LIMIT ? OFFSET ?",
+                                   [*args, limit, skip]).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def count(self, namespace: str, kind: str, prefix: str | None = None) -> int:
-        q = "SELECT COUNT(*) FROM entities WHERE namespace=? AND kind=?"
-        args: list[Any] = [namespace, kind]
-        if prefix is not None:
-            q += " AND name LIKE ? ESCAPE '\\'"
-            args.append(_like_prefix(prefix))
+        where, args = self._of_kind(namespace, kind, prefix)
         with self.lock:
-            return self.db.execute(q, args).fetchone()[0]
+            return self.db.execute(f"SELECT COUNT(*){where}", args).fetchone()[0]
 
     def all(self, kind: str) -> Iterable[tuple[str, dict]]:
         with self.lock:
