@@ -21,18 +21,31 @@ class ConfigError(Exception):
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
+    return read_yaml(path)[0]
+
+
+def read_yaml(path: str | os.PathLike, error: type[ConfigError] = ConfigError) -> tuple[Any, yaml.Node | None]:
+    """(data, its node tree): one parse, the nodes carry the line numbers. Unreadable or invalid
+    YAML raises `error` with the file and line."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read configuration: {e.strerror}") from None
+        raise error(f"{p}: cannot read configuration: {e.strerror}") from None
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        if "'\\t'" in problem:
+            # dynamic-processing's own sample-config.yaml has one (before create-path)
+            problem = "a TAB character where YAML expects indentation: YAML allows spaces only"
+        raise error(f"{where}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def deep_merge(base: dict, override: dict) -> dict:

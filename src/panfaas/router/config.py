@@ -19,14 +19,13 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .. import config as cfg
 from .. import macaroons
-from .rules import ACTIVITIES, EventPredicate, Rule, UrlSpec, compile_java_regex, template_groups
+from .rules import EventPredicate, Rule, UrlSpec, compile_java_regex, template_groups
 
 RESERVED_URL_NAMES = ("event", "task_id")
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -122,27 +121,8 @@ def _lines(node: yaml.Node, path: tuple, out: dict) -> None:
 
 
 def read_document(path: str | os.PathLike) -> tuple[Any, dict]:
-    """(data, {key path: line}); ConfigError for unreadable or invalid YAML."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise RouterConfigError(f"{p}: cannot read configuration: {e.strerror}") from None
-    loader = yaml.SafeLoader(text)   # one parse: the node tree gives the lines, then the data
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(e, "problem", None) or str(e)
-        if "'\\t'" in problem:
-            problem = ("a TAB character where YAML expects indentation: YAML allows spaces only "
-                       "(dynamic-processing's own sample-config.yaml has one before create-path)")
-        raise RouterConfigError(f"{p}:{line}: invalid YAML: {problem}" if line else
-                                f"{p}: invalid YAML: {problem}") from None
-    finally:
-        loader.dispose()
+    """(data, {key path: line}); RouterConfigError for unreadable or invalid YAML."""
+    data, node = cfg.read_yaml(path, RouterConfigError)
     lines: dict = {}
     if node is not None:
         _lines(node, (), lines)
@@ -346,10 +326,10 @@ def _url(c: _Checker, name: Any, value: Any, where: tuple) -> UrlSpec | None:
         ww = where + ("with-macaroon",)
         wm = c.mapping(spec["with-macaroon"], ww, ("activity", "lifetime"))
         activity = c.string(wm.get("activity"), ww + ("activity",)) or "DOWNLOAD"
-        bad = [a for a in activity.split(",") if a.strip() not in ACTIVITIES]
+        bad = [a for a in activity.split(",") if a.strip() not in macaroons.ACTIVITIES]
         if bad:
             c.error(ww + ("activity",), f"unknown activity {', '.join(bad)}; dCache knows "
-                    + ", ".join(ACTIVITIES) + " (a comma list is allowed)")
+                    + ", ".join(macaroons.ACTIVITIES) + " (a comma list is allowed)")
         u.activity = ",".join(a.strip() for a in activity.split(","))
         u.lifetime = c.duration(wm.get("lifetime"), ww + ("lifetime",))
     if "derived-path" in spec:
