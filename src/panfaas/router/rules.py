@@ -22,9 +22,6 @@ import re
 
 from .. import events
 
-ACTIVITIES = ("READ_METADATA", "UPDATE_METADATA", "LIST", "DOWNLOAD", "MANAGE", "UPLOAD",
-              "DELETE", "STAGE")
-
 # dynamic-processing's filter, which is the default: pool `transfer` writes, not
 # P2P, status 0. The SSE equivalent of "a finished upload" is IN_CLOSE_WRITE.
 UPLOAD_KINDS = frozenset(("transfer", "inotify"))
