@@ -24,6 +24,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from panfaas.config import deep_merge
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,7 +190,7 @@ def start_runtime(workdir: Path, **overrides) -> RuntimeService:
             "namespaces-file": str(workdir / "namespaces.yml"),
             # Tests share one runtime per session: no namespace limits unless a test asks for them.
             "limits": {"invocations-per-minute": 0, "concurrent-invocations": 0, "fires-per-minute": 0}}
-    conf.update(overrides)
+    conf = deep_merge(conf, overrides)       # limits={"fires-per-minute": 1} keeps the other limits off
     path = workdir / "runtime.yml"
     path.write_text(yaml.safe_dump(conf))
     proc = Proc(f"runtime-{port}", [str(BIN / "panfaas"), "runtime", "serve", "--config", str(path)], workdir)
